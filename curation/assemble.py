@@ -1,0 +1,149 @@
+"""The split and write stages' inputs: the sample table, the chip arrays and the manifest."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely.geometry
+
+from ackd_bench.curation.presets import Preset
+from ackd_bench.curation.splitting import assign_blocks
+
+MODALITIES = ("ms", "rgb")
+
+
+def package_version() -> str:
+    try:
+        return version("ackd-bench")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"
+
+
+def assemble(preset: Preset, chosen: dict[str, pd.DataFrame]) -> tuple[gpd.GeoDataFrame, dict[str, np.ndarray]]:
+    """Split every modality's chosen chips by spatial blocks and lay them out in format v1.
+
+    Args:
+        preset: the build's preset.
+        chosen: per modality, the accepted candidates with their read ``record`` and ``array``.
+
+    Returns:
+        The sample table (footprints in EPSG:4326) and the N×C×H×W arrays, rows sorted by sample id.
+    """
+    frames, arrays = [], {}
+    n_classes = len(preset.labels.classes)
+    for modality in MODALITIES:
+        spec = getattr(preset, modality)
+        chips = chosen[modality].sort_values("candidate_id").reset_index(drop=True)
+        chips["split"] = assign_blocks(chips, preset.split, preset.seed, n_classes)
+        records = chips["record"].tolist()
+        hrefs = [
+            json.dumps({b.name: r["item"]["assets"][b.asset] for b in spec.bands}, sort_keys=True)
+            for r in records
+        ]
+        frame = pd.DataFrame({
+            "sample_id": chips["candidate_id"],
+            "modality": modality,
+            "split": chips["split"],
+            "label": chips["label"].astype(np.int64),
+            "label_name": [preset.labels.classes[k] for k in chips["label"]],
+            "crs": chips["crs"],
+            "datetime": [r["item"]["datetime"] for r in records],
+            "item_id": [r["item"]["id"] for r in records],
+            "collection": spec.collection,
+            "hrefs": hrefs,
+            "cloud_fraction": [float(r["cloud_fraction"]) for r in records],
+            "nodata_fraction": [float(r["nodata_fraction"]) for r in records],
+            "purity": chips["purity"].astype(np.float64),
+            "block": chips["block"],
+            "array_index": np.arange(len(chips), dtype=np.int64),
+        })
+        frame["geometry"] = _footprints_lonlat(chips)
+        frames.append(frame)
+        arrays[modality] = (np.stack(chips["array"].tolist()) if len(chips)
+                            else np.zeros((0, len(spec.bands), spec.chip_px, spec.chip_px), spec.dtype))
+    samples = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs="EPSG:4326")
+    return samples, arrays
+
+
+def _footprints_lonlat(chips: pd.DataFrame) -> list:
+    geoms = [None] * len(chips)
+    for crs, part in chips.groupby("crs"):
+        boxes = gpd.GeoSeries(
+            [shapely.geometry.box(*b) for b in part[["minx", "miny", "maxx", "maxy"]].to_numpy()], crs=crs,
+        ).to_crs(4326)
+        for i, geom in zip(part.index, boxes):
+            geoms[i] = geom
+    return geoms
+
+
+def measured_overlap(samples: gpd.GeoDataFrame) -> float:
+    """Fraction of RGB chips whose footprint intersects some MS chip's footprint."""
+    rgb = samples[samples["modality"] == "rgb"]
+    ms = samples[samples["modality"] == "ms"]
+    if rgb.empty or ms.empty:
+        return 0.0
+    hits = gpd.sjoin(rgb[["sample_id", "geometry"]], ms[["geometry"]], predicate="intersects")
+    return float(hits["sample_id"].nunique() / len(rgb))
+
+
+def build_manifest(preset: Preset, *, catalog_url: str, catalog_mode: str, queries: dict[str, list],
+                   rejected: dict[str, Counter], shortfalls: dict[str, dict[str, int]],
+                   samples: gpd.GeoDataFrame, extra: dict[str, Any]) -> dict[str, Any]:
+    """Everything the manifest says besides counts, file checksums and fingerprint."""
+    modalities = {}
+    for modality in MODALITIES:
+        spec = getattr(preset, modality)
+        ms = modality == "ms"
+        modalities[modality] = {
+            "collection": spec.collection,
+            "bands": spec.band_names,
+            "gsd": spec.gsd,
+            "dtype": spec.dtype,
+            # MS is stored as L2A reflectance * 1e4 (processing-baseline offset removed); RGB as
+            # the sensor's 8-bit digital numbers, which are not reflectance.
+            "scale": 1e-4 if ms else 1.0,
+            "offset": 0.0,
+            "units": "reflectance" if ms else "digital numbers",
+            "nodata": 0,
+            "chip_px": spec.chip_px,
+            "label_type": "single",
+        }
+    accepted = samples["modality"].value_counts()
+    return {
+        "name": preset.name,
+        "version": preset.version,
+        "taxonomy": [
+            {"id": k, "name": name, "source_codes": preset.labels.source_codes(name)}
+            for k, name in enumerate(preset.labels.classes)
+        ],
+        "modalities": modalities,
+        "consistency": {"mode": "asymmetric", "overlap": measured_overlap(samples)},
+        "provenance": {
+            "catalog": extra.get("catalog", catalog_url),
+            "catalog_mode": catalog_mode,
+            "signed": preset.sign,
+            "label_source": {"collection": preset.labels.collection, "asset": preset.labels.asset},
+            "queries": queries,
+            "preset": preset.to_dict(),
+            "seed": preset.seed,
+            "ackd_bench_version": package_version(),
+            **{k: v for k, v in extra.items() if k != "catalog"},
+            "qa": {
+                m: {"accepted": int(accepted.get(m, 0)), "rejected": dict(sorted(rejected.get(m, {}).items()))}
+                for m in MODALITIES
+            },
+            "shortfalls": shortfalls,
+        },
+        "splits": {
+            "policy": "spatial blocks, class-balanced greedy assignment",
+            "fractions": list(preset.split),
+            "block_m": {m: getattr(preset, m).chip_m * getattr(preset, m).block_chips for m in MODALITIES},
+            "seed": preset.seed,
+        },
+    }

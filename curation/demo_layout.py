@@ -1,0 +1,297 @@
+"""Macro layout of a demo region: land-use zones, their classes, rivers and roads.
+
+The layout is decided once per region on a coarse grid (tens of metres in ``eu``, a few metres in
+``us``); :mod:`demo_landcover` then renders any window of it at full resolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .demo_noise import fbm_grid, hash_uniform, jittered_nearest
+
+# ESA WorldCover codes used by the demo world (0 is nodata).
+TREE, SHRUB, GRASS, CROP, BUILT, BARE, WATER, WETLAND = 10, 20, 30, 40, 50, 60, 80, 90
+CLASS_CODES = (TREE, SHRUB, GRASS, CROP, BUILT, BARE, WATER, WETLAND)
+
+# Random streams: one number per independent field, so adding a field never shifts another.
+S_WARP_X, S_WARP_Y, S_ZONES, S_ZONE_ORDER, S_ZONE_ATTR = 1, 2, 3, 4, 5
+
+
+@dataclass(frozen=True)
+class RegionStyle:
+    """Everything that makes one region look and behave unlike the other.
+
+    Attributes:
+        pixel: size of the label-map pixel in metres (the finest imagery of the region).
+        coarse: size of the layout grid in metres.
+        zone_cell: spacing of land-use zone seeds in metres (zones are ~this size).
+        priors: target area fraction per WorldCover code.
+        field_angle_spread: parcel orientation spread in degrees (0: cardinal, like the PLSS).
+        parcel_width, parcel_length: ranges of field sizes in metres.
+        block: range of town block sizes in metres.
+        street_width: street width in metres.
+        rivers: (half width, riparian buffer) per river in metres; the first is the main one.
+        roads: number of meandering main roads (``eu``).
+        section_roads: spacing of a cardinal road grid in metres, 0 for none (``us``: 1 mile).
+        shore_ring: width range of the reed ring around lakes in metres.
+        pivot_fraction: share of crop parcels irrigated by a centre pivot.
+        shrub_cover: typical share of shrubland covered by shrubs (dense heath vs scattered).
+    """
+
+    name: str
+    pixel: float
+    coarse: float
+    zone_cell: float
+    priors: dict[int, float]
+    field_angle_spread: float
+    parcel_width: tuple[float, float]
+    parcel_length: tuple[float, float]
+    block: tuple[float, float]
+    street_width: float
+    rivers: tuple[tuple[float, float], ...]
+    roads: int
+    section_roads: float
+    shore_ring: tuple[float, float]
+    pivot_fraction: float
+    shrub_cover: float
+
+
+# Priors are set so that every class leaves >= 250 pure chips at scale 1 (see the tests) while
+# keeping each region's character: eu wooded, grassy and built up; us dominated by cropland.
+STYLES: dict[str, RegionStyle] = {
+    "eu": RegionStyle(
+        name="eu",
+        pixel=10.0,
+        coarse=40.0,
+        zone_cell=3000.0,
+        priors={TREE: 0.19, SHRUB: 0.10, GRASS: 0.14, CROP: 0.15, BUILT: 0.11, BARE: 0.10,
+                WATER: 0.11, WETLAND: 0.10},
+        field_angle_spread=180.0,
+        parcel_width=(50.0, 220.0),
+        parcel_length=(150.0, 450.0),
+        block=(70.0, 140.0),
+        street_width=10.0,
+        rivers=((30.0, 60.0), (10.0, 40.0), (8.0, 30.0)),
+        roads=4,
+        section_roads=0.0,
+        shore_ring=(20.0, 60.0),
+        pivot_fraction=0.0,
+        shrub_cover=0.7,
+    ),
+    "us": RegionStyle(
+        name="us",
+        pixel=1.0,
+        coarse=4.0,
+        zone_cell=700.0,
+        priors={TREE: 0.10, SHRUB: 0.10, GRASS: 0.14, CROP: 0.24, BUILT: 0.10, BARE: 0.10,
+                WATER: 0.11, WETLAND: 0.11},
+        field_angle_spread=0.0,
+        parcel_width=(180.0, 420.0),
+        parcel_length=(200.0, 420.0),
+        block=(80.0, 110.0),
+        street_width=9.0,
+        rivers=((12.0, 25.0), (4.0, 12.0)),
+        roads=0,
+        section_roads=1609.344,
+        shore_ring=(5.0, 18.0),
+        pivot_fraction=0.35,
+        shrub_cover=0.45,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Meander:
+    """A line that wanders across the region: a river or a main road.
+
+    The centreline is ``v = Σ a·sin(2πu/λ + φ)`` in a frame whose ``u`` axis runs along
+    ``angle`` through ``origin``; meander amplitudes stay below ~1/λ so it never folds back.
+    """
+
+    origin: tuple[float, float]
+    angle: float
+    waves: tuple[tuple[float, float, float], ...]  # (amplitude, wavelength, phase)
+    half_width: float
+    buffer: float
+    index: int
+
+    def distance(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Approximate distance (metres) of points to the centreline, and their ``u`` coordinate."""
+        c, s = np.cos(self.angle), np.sin(self.angle)
+        dx, dy = x - self.origin[0], y - self.origin[1]
+        u = dx * c + dy * s
+        v = -dx * s + dy * c
+        offset = np.zeros_like(u)
+        slope = np.zeros_like(u)
+        for amp, wavelength, phase in self.waves:
+            arg = 2 * np.pi * u / wavelength + phase
+            offset += amp * np.sin(arg)
+            slope += amp * 2 * np.pi / wavelength * np.cos(arg)
+        return np.abs(v - offset) / np.sqrt(1.0 + slope**2), u
+
+    def reach(self) -> float:
+        """Largest distance from the frame axis at which the feature can still matter."""
+        return sum(a for a, _, _ in self.waves) + self.half_width + self.buffer + 50.0
+
+
+@dataclass
+class Landscape:
+    """The macro layout of one region, shared by every window rendered from it.
+
+    Attributes:
+        style: the region's style.
+        bounds: (minx, miny, maxx, maxy) of the region in its CRS.
+        seed: world seed.
+        grid_x0, grid_y0: top-left corner of the coarse grid (metres).
+        zone: coarse zone index map (int32, rows run south).
+        zone_class: WorldCover code per zone index.
+        water_dist, built_dist: distance (metres) from inside a lake / town to its edge, on
+            the coarse grid.
+        rivers, roads: linear features.
+    """
+
+    style: RegionStyle
+    bounds: tuple[float, float, float, float]
+    seed: int
+    grid_x0: float
+    grid_y0: float
+    zone: np.ndarray
+    zone_class: np.ndarray
+    water_dist: np.ndarray
+    built_dist: np.ndarray
+    rivers: tuple[Meander, ...]
+    roads: tuple[Meander, ...]
+
+    def coarse_class(self) -> np.ndarray:
+        """WorldCover code of every coarse cell."""
+        return self.zone_class[self.zone]
+
+
+def build_landscape(style: RegionStyle, bounds: tuple[float, ...], seed: int) -> Landscape:
+    """Lay out zones, assign their classes to the region's priors, and place lines."""
+    minx, miny, maxx, maxy = bounds
+    margin = 8 * style.coarse
+    xs = np.arange(minx - margin, maxx + margin, style.coarse) + style.coarse / 2
+    ys = np.arange(maxy + margin, miny - margin, -style.coarse) - style.coarse / 2
+    zone = _warped_zones(style, seed, xs, ys)
+    inside = _region_mask(xs, ys, bounds)
+    zone_class = _assign_classes(style, seed, zone, inside)
+    coarse = zone_class[zone]
+    return Landscape(
+        style=style,
+        bounds=tuple(bounds),
+        seed=seed,
+        grid_x0=minx - margin,
+        grid_y0=maxy + margin,
+        zone=zone,
+        zone_class=zone_class,
+        water_dist=_inner_distance(coarse == WATER, style.coarse),
+        built_dist=_inner_distance(coarse == BUILT, style.coarse),
+        rivers=_rivers(style, seed, bounds),
+        roads=_main_roads(style, seed, bounds),
+    )
+
+
+def _warped_zones(style: RegionStyle, seed: int, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Voronoi zones of a jittered seed grid, seen through a smooth domain warp (organic edges)."""
+    amp = 1.1 * style.zone_cell
+    warp_x = amp * fbm_grid(seed, S_WARP_X, xs, ys, 1.5 * style.zone_cell, 4)
+    warp_y = amp * fbm_grid(seed, S_WARP_Y, xs, ys, 1.5 * style.zone_cell, 4)
+    rows, cols, _, _ = jittered_nearest(
+        seed, S_ZONES, xs[None, :] + warp_x, ys[:, None] + warp_y, style.zone_cell
+    )
+    rows -= rows.min()
+    cols -= cols.min()
+    return (rows * (cols.max() + 1) + cols).astype(np.int32)
+
+
+def _region_mask(xs: np.ndarray, ys: np.ndarray, bounds: tuple[float, ...]) -> np.ndarray:
+    """True for coarse cells whose centre lies inside the region."""
+    minx, miny, maxx, maxy = bounds
+    return ((ys > miny) & (ys < maxy))[:, None] & ((xs > minx) & (xs < maxx))[None, :]
+
+
+def _assign_classes(
+    style: RegionStyle, seed: int, zone: np.ndarray, inside: np.ndarray
+) -> np.ndarray:
+    """Give each zone a class so that class areas inside the region follow the priors.
+
+    Zones are visited in a seeded random order. The first ones, among zones mostly inside the
+    region, take one class each, so every class occurs even in a small world; each later zone
+    takes the class furthest below its quota.
+    """
+    n_zones = int(zone.max()) + 1
+    area = np.bincount(zone[inside], minlength=n_zones).astype(np.float64)
+    codes = np.array(CLASS_CODES)
+    quota = np.array([style.priors[c] for c in CLASS_CODES]) * area.sum()
+    order = np.argsort(hash_uniform(seed, S_ZONE_ORDER, np.arange(n_zones)), kind="stable")
+    big = order[area[order] >= 0.5 * np.median(area[area > 0])]
+    classes = np.zeros(n_zones, np.uint8)
+    assigned = np.zeros(len(codes))
+    first = {int(z): k for k, z in enumerate(big[: len(codes)])}
+    for z in order:
+        if area[z] == 0:
+            continue
+        k = first.get(int(z), int(np.argmax(quota - assigned)))
+        classes[z] = codes[k]
+        assigned[k] += area[z]
+    outside = np.flatnonzero(area == 0)
+    # Zones wholly in the margin only show at the very edge of a warped lookup; draw them
+    # from the priors.
+    cumulative = np.cumsum(quota / quota.sum())
+    picks = np.searchsorted(cumulative, hash_uniform(seed, S_ZONE_ATTR, outside))
+    classes[outside] = codes[np.minimum(picks, len(codes) - 1)]
+    return classes
+
+
+def _inner_distance(mask: np.ndarray, cell: float) -> np.ndarray:
+    """Distance (metres) from each cell inside ``mask`` to the nearest cell outside it."""
+    return (ndimage.distance_transform_edt(mask) * cell).astype(np.float32)
+
+
+def _meander(
+    rng: np.random.Generator,
+    bounds: tuple[float, ...],
+    half_width: float,
+    buffer: float,
+    amplitude: float,
+    wavelength: float,
+    index: int,
+) -> Meander:
+    """A meander through a random interior point of the region in a random direction."""
+    minx, miny, maxx, maxy = bounds
+    origin = (
+        float(minx + (maxx - minx) * rng.uniform(0.2, 0.8)),
+        float(miny + (maxy - miny) * rng.uniform(0.2, 0.8)),
+    )
+    waves = tuple(
+        (
+            float(amplitude * rng.uniform(0.5, 1.0) / 2**k),
+            float(wavelength * rng.uniform(0.8, 1.25) / 2.2**k),
+            float(rng.uniform(0, 2 * np.pi)),
+        )
+        for k in range(3)
+    )
+    return Meander(origin, float(rng.uniform(0, np.pi)), waves, half_width, buffer, index)
+
+
+def _rivers(style: RegionStyle, seed: int, bounds: tuple[float, ...]) -> tuple[Meander, ...]:
+    """Rivers: meander amplitude and wavelength grow with channel width, as in nature."""
+    rng = np.random.default_rng([seed, 101])
+    return tuple(
+        _meander(rng, bounds, half, buffer, amplitude=18 * half, wavelength=120 * half, index=k)
+        for k, (half, buffer) in enumerate(style.rivers)
+    )
+
+
+def _main_roads(style: RegionStyle, seed: int, bounds: tuple[float, ...]) -> tuple[Meander, ...]:
+    """Main roads: gentle curves of kilometres."""
+    rng = np.random.default_rng([seed, 102])
+    return tuple(
+        _meander(rng, bounds, 6.0, 0.0, amplitude=400.0, wavelength=12000.0, index=k)
+        for k in range(style.roads)
+    )

@@ -1,0 +1,227 @@
+"""The read and QA stages: windowed COG reads of one chip, item choice by pixel-level cloud QA."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable
+
+import numpy as np
+import rasterio
+import rasterio.errors
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window, from_bounds
+
+from ackd_bench.curation.presets import ModalitySpec
+
+# Sen2Cor scene classification codes (L2A SCL band).
+SCL_NODATA = 0
+SCL_CLOUDY = (3, 8, 9, 10)  # cloud shadow, cloud medium/high probability, thin cirrus
+L2A_OFFSET_BASELINE = "04.00"  # from this processing baseline on, L2A DN = reflectance*1e4 + 1000
+L2A_OFFSET = 1000
+
+# GDAL settings for reading COGs over HTTP with few, merged range requests.
+GDAL_COG_OPTIONS = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF",
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+    "GDAL_HTTP_MULTIPLEX": "YES",
+    "VSI_CACHE": "TRUE",
+    "GDAL_HTTP_MAX_RETRY": "3",
+    "GDAL_HTTP_RETRY_DELAY": "1",
+}
+
+
+def gdal_env() -> rasterio.Env:
+    """A rasterio environment with the COG read settings (GDAL options are per thread)."""
+    return rasterio.Env(**GDAL_COG_OPTIONS)
+
+
+@dataclass(frozen=True)
+class ItemRef:
+    """What the read stage needs of a STAC item: id, time, CRS, asset hrefs (unsigned)."""
+
+    id: str
+    collection: str
+    datetime: str
+    epsg: int | None
+    assets: dict[str, str]
+    properties: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def time(self) -> datetime:
+        return datetime.fromisoformat(self.datetime.replace("Z", "+00:00"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "collection": self.collection, "datetime": self.datetime,
+                "epsg": self.epsg, "assets": self.assets, "properties": self.properties}
+
+
+def rank_items(items: list[ItemRef], prefer: str) -> list[ItemRef]:
+    """Items in the order they are tried: nearest to a date (``nearest:YYYY-MM-DD``) or latest first."""
+    if prefer == "latest":
+        return sorted(items, key=lambda it: (-it.time.timestamp(), it.id))
+    if prefer.startswith("nearest:"):
+        target = datetime.fromisoformat(prefer.split(":", 1)[1]).timestamp()
+        return sorted(items, key=lambda it: (abs(it.time.timestamp() - target), it.id))
+    raise ValueError(f"unknown item preference {prefer!r}; use 'latest' or 'nearest:YYYY-MM-DD'")
+
+
+@dataclass
+class ChipRead:
+    """Outcome of reading one chip: the array and its QA numbers, or the reason it was rejected."""
+
+    candidate_id: str
+    array: np.ndarray | None = None
+    item: ItemRef | None = None
+    cloud_fraction: float = 0.0
+    nodata_fraction: float = 0.0
+    reject: str | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _open_window(src, crs: str, bounds: tuple[float, float, float, float]):
+    """A dataset in the chip CRS (warped when the asset is in another CRS) and the chip window."""
+    target = CRS.from_user_input(crs)
+    ds = src if src.crs == target else WarpedVRT(src, crs=target, resampling=Resampling.bilinear)
+    window = from_bounds(*bounds, transform=ds.transform)
+    inside = (window.col_off >= -1e-6 and window.row_off >= -1e-6
+              and window.col_off + window.width <= ds.width + 1e-6
+              and window.row_off + window.height <= ds.height + 1e-6)
+    return ds, window, inside
+
+
+def _resampling_for(ds, gsd: float, categorical: bool) -> Resampling:
+    if categorical:
+        return Resampling.nearest
+    res = abs(ds.transform.a)
+    if res < gsd * 0.99:
+        return Resampling.average
+    return Resampling.bilinear if res > gsd * 1.01 else Resampling.nearest
+
+
+def read_window(href: str, index: int, crs: str, bounds: tuple[float, float, float, float], px: int,
+                gsd: float, *, categorical: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
+    """One band of one chip, resampled onto the chip grid.
+
+    Returns:
+        (values, valid) arrays of shape (px, px), or None when the chip is not inside the asset.
+    """
+    with rasterio.open(href) as src:
+        ds, window, inside = _open_window(src, crs, bounds)
+        try:
+            if not inside:
+                return None
+            resampling = _resampling_for(ds, gsd, categorical)
+            window = Window(window.col_off, window.row_off, window.width, window.height)
+            values = ds.read(index, window=window, out_shape=(px, px), resampling=resampling)
+            valid = ds.read_masks(index, window=window, out_shape=(px, px), resampling=Resampling.nearest) > 0
+            return values, valid
+        finally:
+            if ds is not src:
+                ds.close()
+
+
+def _baseline_offset(item: ItemRef) -> int:
+    baseline = str(item.properties.get("s2:processing_baseline", "00.00"))
+    return L2A_OFFSET if baseline >= L2A_OFFSET_BASELINE else 0
+
+
+def _scl_qa(item: ItemRef, spec: ModalitySpec, crs: str, bounds, href_for: Callable[[str], str]):
+    got = read_window(href_for(item.assets[spec.qa_asset]), 1, crs, bounds, spec.chip_px, spec.gsd,
+                      categorical=True)
+    if got is None:
+        return None
+    scl, valid = got
+    nodata = (scl == SCL_NODATA) | ~valid
+    cloud = np.isin(scl, SCL_CLOUDY) & ~nodata
+    return float(cloud.mean()), float(nodata.mean())
+
+
+def read_chip(candidate: dict[str, Any], items: list[ItemRef], spec: ModalitySpec, *,
+              max_cloud: float, max_nodata: float, href_for: Callable[[str], str]) -> ChipRead:
+    """Pick the clearest item over one chip, read all its bands, and QA the result.
+
+    Items are tried in preference order; with a QA asset (SCL) each is scored by its cloud and
+    nodata fractions over the chip and the clearest passing one wins (ties: preference order).
+    A chip no item passes is rejected with the reason of the best attempt.
+
+    Args:
+        candidate: a row of the candidate table (``candidate_id``, bounds, ``crs``).
+        items: items whose footprint contains the chip, in preference order.
+        spec: the modality.
+        max_cloud, max_nodata: QA thresholds (fractions of the chip).
+        href_for: turns an unsigned href into a readable one (signing happens here, at read time).
+    """
+    out = ChipRead(candidate_id=candidate["candidate_id"])
+    bounds = (candidate["minx"], candidate["miny"], candidate["maxx"], candidate["maxy"])
+    crs = candidate["crs"]
+    if not items:
+        out.reject = "no item covers the chip"
+        return out
+    best = None
+    with gdal_env():
+        try:
+            for item in items:
+                if spec.qa_asset:
+                    qa = _scl_qa(item, spec, crs, bounds, href_for)
+                    if qa is None:
+                        out.attempts.append({"item": item.id, "reason": "chip outside asset"})
+                        continue
+                    cloud, nodata = qa
+                    out.attempts.append({"item": item.id, "cloud": round(cloud, 4), "nodata": round(nodata, 4)})
+                    if cloud <= max_cloud and nodata <= max_nodata and (best is None or cloud < best[1]):
+                        best = (item, cloud, nodata)
+                    if cloud == 0.0 and nodata == 0.0:
+                        break  # nothing later in preference order can be clearer
+                else:
+                    best = (item, 0.0, 0.0)
+                    break
+            if best is None:
+                out.reject = _reject_reason(out.attempts, max_cloud, max_nodata)
+                return out
+            item, out.cloud_fraction, out.nodata_fraction = best
+            array, nodata = _read_bands(item, spec, crs, bounds, href_for)
+        except rasterio.errors.RasterioIOError as err:
+            out.reject = f"read error: {str(err)[:160]}"
+            return out
+    if array is None:
+        out.reject = "chip outside the item's rasters"
+        return out
+    out.nodata_fraction = max(out.nodata_fraction, nodata)
+    if out.nodata_fraction > max_nodata:
+        out.reject = f"nodata {out.nodata_fraction:.3f} > {max_nodata:g}"
+        return out
+    out.array, out.item = array, item
+    return out
+
+
+def _read_bands(item: ItemRef, spec: ModalitySpec, crs: str, bounds, href_for) -> tuple[np.ndarray | None, float]:
+    bands, invalid = [], np.zeros((spec.chip_px, spec.chip_px), dtype=bool)
+    for band in spec.bands:
+        got = read_window(href_for(item.assets[band.asset]), band.index, crs, bounds, spec.chip_px, spec.gsd)
+        if got is None:
+            return None, 1.0
+        values, valid = got
+        bands.append(values)
+        invalid |= ~valid
+    array = np.stack(bands).astype(spec.dtype, copy=False)
+    offset = _baseline_offset(item) if spec.harmonize_offset else 0
+    if offset:
+        # Harmonise to reflectance * 1e4 across processing baselines; 0 stays reserved for nodata.
+        shifted = np.clip(array.astype(np.int32) - offset, 1, np.iinfo(array.dtype).max)
+        array = np.where(array == 0, 0, shifted).astype(spec.dtype)
+    return array, float(invalid.mean())
+
+
+def _reject_reason(attempts: list[dict[str, Any]], max_cloud: float, max_nodata: float) -> str:
+    scored = [a for a in attempts if "cloud" in a]
+    if not scored:
+        return "chip outside every candidate item"
+    best = min(scored, key=lambda a: (a["cloud"] > max_cloud) + (a["nodata"] > max_nodata) + a["cloud"])
+    if best["nodata"] > max_nodata:
+        return f"nodata {best['nodata']:.3f} > {max_nodata:g} in all {len(scored)} items"
+    return f"cloud {best['cloud']:.3f} > {max_cloud:g} in all {len(scored)} items"
+

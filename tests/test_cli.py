@@ -1,0 +1,87 @@
+"""The CLI in-process (click's CliRunner) and once as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from click.testing import CliRunner
+
+from ackd_bench.benchmark.cli import main
+
+
+def _run(*args):
+    return CliRunner().invoke(main, list(map(str, args)))
+
+
+def test_inspect_prints_counts_and_verifies(small_dataset):
+    res = _run("inspect", small_dataset)
+    assert res.exit_code == 0, res.output
+    assert "verified" in res.output
+    manifest = json.loads((small_dataset / "dataset.json").read_text())
+    assert manifest["fingerprint"] in res.output
+    for entry in manifest["taxonomy"]:
+        assert entry["name"] in res.output
+
+
+def test_inspect_damaged_array_fails_naming_the_file(small_dataset, tmp_path):
+    copy = tmp_path / "damaged"
+    shutil.copytree(small_dataset, copy)
+    arr = np.load(copy / "ms.npy", mmap_mode="r+")
+    arr[0, 0, 0, 0] ^= 1
+    arr.flush()
+    del arr
+    res = _run("inspect", copy)
+    assert res.exit_code != 0
+    assert "ms.npy" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_inspect_missing_dataset_says_how_to_build(tmp_path):
+    res = _run("inspect", tmp_path / "nothing")
+    assert res.exit_code != 0
+    assert "build-dataset" in res.output
+
+
+def test_build_bad_inputs(tmp_path):
+    res = _run("build-dataset", "--preset", "nonexistent", "--out", tmp_path / "a")
+    assert res.exit_code != 0 and "known presets" in res.output
+    res = _run("build-dataset", "--catalog", "demo", "--per-class", "-3", "--out", tmp_path / "b")
+    assert res.exit_code != 0 and "--per-class" in res.output
+    a_file = tmp_path / "f"
+    a_file.write_text("x")
+    res = _run("build-dataset", "--preset", "demo", "--catalog", str(tmp_path / "missing.json"), "--out", a_file)
+    assert res.exit_code != 0 and "is a file" in res.output
+    assert a_file.read_text() == "x"
+    res = _run("build-dataset", "--preset", "demo", "--catalog", "http://127.0.0.1:9/", "--out", tmp_path / "c")
+    assert res.exit_code != 0 and "127.0.0.1:9" in res.output
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+
+
+def test_build_with_small_world_via_cli(small_preset, small_dataset, tmp_path):
+    preset_file = tmp_path / "small.json"
+    preset_file.write_text(json.dumps(small_preset.to_dict()))
+    out = tmp_path / "cli"
+    res = _run("build-dataset", "--preset", preset_file, "--out", out, "--quiet", "--workers", "2")
+    assert res.exit_code == 0, res.output
+    fingerprint = json.loads((small_dataset / "dataset.json").read_text())["fingerprint"]
+    assert f"fingerprint {fingerprint}" in res.output
+    assert "train" in res.output and "test" in res.output
+
+
+def test_presets_lists_builtins():
+    res = _run("presets")
+    assert res.exit_code == 0
+    assert "demo" in res.output and "eu-s2__us-naip" in res.output
+
+
+def test_console_script_help_has_examples():
+    exe = Path(sys.executable).with_name("ackd-bench")
+    for args in ([], ["build-dataset"], ["inspect"], ["demo-catalog"], ["presets"]):
+        out = subprocess.run([str(exe), *args, "--help"], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert "Example" in out.stdout or "Quick start" in out.stdout
