@@ -22,6 +22,8 @@ import pystac
 from rasterio.warp import transform_bounds
 from tqdm import tqdm
 
+from ackd_bench.benchmark.errors import AckdBenchError
+
 from .demo_catalog import (
     S2_TILE,
     collection,
@@ -56,7 +58,7 @@ _BASE_REGIONS = {
 }
 
 
-class DemoWorldError(FileExistsError):
+class DemoWorldError(AckdBenchError, FileExistsError):
     """The demo catalog cannot be built where it was asked to: something else is there."""
 
 
