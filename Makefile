@@ -23,11 +23,23 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
+DEMO_METHODS ?= student-only kd dkd
+DEMO_ARCH ?= resnet18
+DEMO_PROFILE ?= smoke
+RESULTS ?= results/demo
+
+# Builds (or verifies) the demo dataset, trains the MS teacher once, runs three methods on the
+# RGB student and prints the results table.
 demo: install
 	$(BIN)/ackd-bench build-dataset --catalog demo --out $(DATA)/demo
+	for m in $(DEMO_METHODS); do \
+	  $(BIN)/ackd-bench run --method $$m --arch $(DEMO_ARCH) --dataset $(DATA)/demo \
+	    --profile $(DEMO_PROFILE) --out $(RESULTS) || exit 1; \
+	done
+	$(BIN)/ackd-bench table $(RESULTS) --plot $(RESULTS)/table.png
 
 test: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(DATA)/demo .pytest_cache
+	rm -rf $(DATA)/demo $(RESULTS) .pytest_cache

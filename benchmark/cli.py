@@ -51,13 +51,15 @@ def main() -> None:
 @click.option("--per-class", type=int, default=None, help="Chips per class per modality. [default: 150]")
 @click.option("--purity", type=float, default=None, help="Minimum majority-class share of a chip. [default: 0.7]")
 @click.option("--workers", type=click.IntRange(min=1), default=4, show_default=True, help="Concurrent chip reads.")
+@click.option("--force", is_flag=True, help="Rebuild even if --out already holds this exact build.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_friendly_errors
-def build_dataset(preset_name, catalog, out, seed, per_class, purity, workers, quiet) -> None:
+def build_dataset(preset_name, catalog, out, seed, per_class, purity, workers, force, quiet) -> None:
     """Build an ACKD benchmark: MS and RGB chips from STAC catalogues, labelled from land cover.
 
     Runs plan, search, sample, read, QA, split and write; an interrupted build resumes when the
-    same command is run again. The dataset appears at --out only when complete.
+    same command is run again. The dataset appears at --out only when complete; if --out already
+    holds this exact build (same preset and catalogue), it is verified and kept (--force rebuilds).
 
     \b
     Example:
@@ -76,7 +78,7 @@ def build_dataset(preset_name, catalog, out, seed, per_class, purity, workers, q
         raise PresetError(f"--catalog demo needs the 'demo' preset (its AOIs are the demo world's), not {name!r}")
     preset = preset.with_overrides(catalog=catalog, seed=seed, per_class=per_class, purity=purity)
     started = time.perf_counter()
-    report = run_build(preset, out, workers=workers, progress=not quiet)
+    report = run_build(preset, out, workers=workers, progress=not quiet, force=force)
     click.echo(summarize(load_dataset(out)))
     for modality, reasons in report.rejected.items():
         if reasons:
@@ -116,6 +118,136 @@ def presets_cmd() -> None:
 
     for name, description in list_presets().items():
         click.echo(f"{name:<18} {description}")
+
+
+@main.command("methods")
+def methods_cmd() -> None:
+    """List the registered KD methods with a one-line description and the paper.
+
+    \b
+    Example:
+      ackd-bench methods
+    """
+    from ackd_bench.benchmark.method import get_method_class, list_methods
+
+    for name in list_methods():
+        cls = get_method_class(name)
+        click.echo(f"{name:<14} {cls.description}\n{'':<14} {cls.paper}")
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(f"seeds are comma-separated integers, e.g. 0,1,2 (got {text!r})") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise click.BadParameter("give at least one non-negative seed, e.g. 0,1,2")
+    return seeds
+
+
+def _parse_options(pairs: tuple[str, ...]) -> dict:
+    import json
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"--option takes KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+@main.command("run")
+@click.option("--method", required=True, help="A registered method (see `ackd-bench methods`).")
+@click.option("--arch", required=True, help="Student backbone: any timm name, or shufflenet_v2_x0_5.")
+@click.option("--teacher-arch", default=None, help="Teacher backbone. [default: same as --arch]")
+@click.option("--dataset", "dataset", type=click.Path(path_type=Path), default=Path("data/demo"), show_default=True,
+              help="Dataset directory; the demo dataset is built there if missing.")
+@click.option("--seeds", default="0", show_default=True, help="Comma-separated seeds, e.g. 0,1,2.")
+@click.option("--profile", "profile_name", default="fast", show_default=True,
+              type=click.Choice(["paper", "fast", "smoke"]), help="Training profile.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the profile's student epochs.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--out", "out", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
+              help="Folder for RunResult JSON files.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last epoch checkpoint.")
+@click.option("--teacher-checkpoint", type=click.Path(path_type=Path), default=None,
+              help="Use this teacher (.safetensors with its .json) instead of the cached one.")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Override a method option.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@_friendly_errors
+def run_cmd(method, arch, teacher_arch, dataset, seeds, profile_name, epochs, device, out, resume,
+            teacher_checkpoint, options, quiet) -> None:
+    """Train the MS teacher (cached) and an RGB student with one method; write RunResult JSON per seed.
+
+    \b
+    Example:
+      ackd-bench run --method dkd --arch resnet18 --seeds 0,1,2 --profile fast
+      ackd-bench run --method kd --arch mobilenetv2_100 --teacher-arch resnet34 --device cuda --profile paper
+    """
+    from ackd_bench.benchmark.protocol import get_profile
+    from ackd_bench.benchmark.runner import run_experiment
+
+    seed_list = _parse_seeds(seeds)
+    option_map = _parse_options(options)
+    if not (dataset / "dataset.json").exists() and dataset == Path("data/demo"):
+        from ackd_bench.curation.build import build_dataset as run_build
+        from ackd_bench.curation.presets import get_preset
+
+        click.echo(f"building the demo dataset into {dataset} first", err=True)
+        run_build(get_preset("demo"), dataset, progress=not quiet)
+    profile = get_profile(profile_name, epochs=epochs)
+    results = run_experiment(dataset, method=method, arch=arch, teacher_arch=teacher_arch, seeds=seed_list,
+                             profile=profile, device=device, out=out, resume=resume, progress=not quiet,
+                             teacher_checkpoint=teacher_checkpoint, method_options=option_map)
+    click.echo(f"{'seed':>4}  {'teacher test OA':>15}  {'student val OA':>14}  {'student test OA':>15}  {'epoch':>5}  {'img/s':>7}")
+    for r in results:
+        click.echo(f"{r['seed']:>4}  {100 * r['teacher']['metrics']['test_oa']:>14.1f}%  "
+                   f"{100 * r['metrics']['val']['oa']:>13.1f}%  {100 * r['metrics']['test']['oa']:>14.1f}%  "
+                   f"{r['metrics']['selected_epoch']:>5}  {r['timing']['images_per_s']:>7.0f}")
+    click.echo(f"wrote {len(results)} result(s) to {out}")
+
+
+@main.command("table")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "latex", "json"]), default="md", show_default=True)
+@click.option("--metric", default="oa", show_default=True, help="Metric: oa, macro_f1, macro_precision, macro_recall.")
+@click.option("--out", "out", type=click.Path(path_type=Path), default=None, help="Write the table to a file.")
+@click.option("--plot", type=click.Path(path_type=Path), default=None, help="Write a bar plot with 95 % CIs (PNG).")
+@_friendly_errors
+def table_cmd(paths, fmt, metric, out, plot) -> None:
+    """The paper-style grid from RunResult JSON files: methods x teacher->student pairs, per dataset.
+
+    Cells are mean ± std over seeds of the test metric (%), with a bootstrap 95 % CI; the best
+    per column is marked.
+
+    \b
+    Example:
+      ackd-bench table results/ --format md --plot results/table.png
+    """
+    from ackd_bench.benchmark.results import load_run_results
+    from ackd_bench.benchmark.table import aggregate, plot_table, render_table
+
+    results = load_run_results(list(paths))
+    if not results:
+        raise click.ClickException(f"no RunResult JSON files in {', '.join(map(str, paths))}; run `ackd-bench run` first")
+    try:
+        rows = aggregate(results, metric=metric)
+    except ValueError as err:  # an unknown metric
+        raise click.ClickException(str(err)) from err
+    text = render_table(rows, fmt)
+    if out:
+        from ackd_bench.benchmark.dataset import atomic_write_text
+
+        atomic_write_text(out, text)
+        click.echo(f"wrote {out}")
+    else:
+        click.echo(text)
+    if plot:
+        click.echo(f"wrote {plot_table(rows, plot)}")
 
 
 @main.command("demo-catalog")

@@ -35,18 +35,10 @@ from ackd_bench.benchmark.dataset_schema import (
     count_samples,
 )
 from ackd_bench.benchmark.errors import DatasetExistsError
+from ackd_bench.benchmark.version import package_version
 
 CardWriter = Callable[[Path, dict, gpd.GeoDataFrame, dict[str, np.ndarray]], None]
 FILLED_KEYS = ("schema_version", "created_by", "counts", "files", "fingerprint")
-
-
-def _package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("ackd-bench")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _fsync_file(path: Path) -> None:
@@ -157,7 +149,7 @@ def write_payload(
     filled.pop("files", None)
     filled.pop("fingerprint", None)
     filled["schema_version"] = SCHEMA_VERSION
-    filled["created_by"] = f"ackd-bench {_package_version()}"  # the code that wrote these files
+    filled["created_by"] = f"ackd-bench {package_version()}"  # the code that wrote these files
     filled["counts"] = count_samples(table, filled)
     if card is not None:
         card(staging, copy.deepcopy(filled), table.copy(), arrays)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import geopandas as gpd
@@ -12,17 +11,11 @@ import numpy as np
 import pandas as pd
 import shapely.geometry
 
+from ackd_bench.benchmark.version import package_version
 from ackd_bench.curation.presets import Preset
 from ackd_bench.curation.splitting import assign_blocks
 
 MODALITIES = ("ms", "rgb")
-
-
-def package_version() -> str:
-    try:
-        return version("ackd-bench")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "0+unknown"
 
 
 def assemble(preset: Preset, chosen: dict[str, pd.DataFrame]) -> tuple[gpd.GeoDataFrame, dict[str, np.ndarray]]:

@@ -50,7 +50,8 @@ class BuildReport:
     shortfalls: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
-def build_dataset(preset: Preset, out: Path, *, workers: int = 4, progress: bool = True) -> BuildReport:
+def build_dataset(preset: Preset, out: Path, *, workers: int = 4, progress: bool = True,
+                  force: bool = False) -> BuildReport:
     """Build the benchmark described by ``preset`` into ``out`` (dataset format v1).
 
     Each stage's result is kept in a work folder beside ``out`` (``.NAME.build-KEY``), so a
@@ -62,6 +63,7 @@ def build_dataset(preset: Preset, out: Path, *, workers: int = 4, progress: bool
         out: the dataset directory to create.
         workers: concurrent chip reads.
         progress: show progress bars on stderr.
+        force: rebuild even when ``out`` already holds this very build (same preset, catalogue).
 
     Raises:
         CatalogError: the catalogue cannot be opened or searched.
@@ -71,6 +73,8 @@ def build_dataset(preset: Preset, out: Path, *, workers: int = 4, progress: bool
     out = Path(out)
     _check_out(out)
     _check_disjoint(preset)
+    if not force and (done := _finished_build(out, preset)) is not None:
+        return done
     catalog_url, extra = _resolve_catalog(preset, progress)
     key = hashlib.sha256(json.dumps([preset.to_dict(), extra], sort_keys=True).encode()).hexdigest()[:12]
     work = out.parent / f".{out.name}.build-{key}"
@@ -102,6 +106,16 @@ def build_dataset(preset: Preset, out: Path, *, workers: int = 4, progress: bool
     report.counts = json.loads((out / "dataset.json").read_text())["counts"]
     shutil.rmtree(work, ignore_errors=True)
     return report
+
+
+def _finished_build(out: Path, preset: Preset) -> BuildReport | None:
+    """The report of a complete dataset at ``out`` built from the same preset, else None."""
+    if not is_complete_dataset(out):
+        return None
+    manifest = json.loads((out / "dataset.json").read_text())
+    if manifest["provenance"].get("preset") != preset.to_dict():
+        return None
+    return BuildReport(out=out, fingerprint=manifest["fingerprint"], counts=manifest["counts"])
 
 
 def _check_out(out: Path) -> None:

@@ -158,3 +158,10 @@ def test_rebuild_over_existing_dataset_replaces_it_atomically(small_dataset, sma
     build_dataset(small_preset.with_overrides(seed=5), out, workers=2, progress=False)
     assert _fingerprint(out) != _fingerprint(small_dataset)
     load_dataset(out)
+
+
+def test_same_build_again_is_verified_and_kept(small_dataset, small_preset):
+    stamp = (small_dataset / "ms.npy").stat().st_mtime_ns
+    report = build_dataset(small_preset, small_dataset, progress=False)
+    assert report.fingerprint == _fingerprint(small_dataset)
+    assert (small_dataset / "ms.npy").stat().st_mtime_ns == stamp

@@ -1,0 +1,130 @@
+"""Dataset splits as tensors on the training device: loaded once, normalised and augmented there."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ackd_bench.benchmark.dataset import SPLITS, Dataset
+from ackd_bench.benchmark.errors import AckdBenchError
+
+
+class DataError(AckdBenchError):
+    """The dataset cannot serve what a run needs (a class without chips, an empty split, ...)."""
+
+
+@dataclass
+class ModalityData:
+    """One modality's splits on the device, in their native integer dtype.
+
+    uint16 chips are stored as int16 shifted by -32768 (indexing uint16 tensors is not supported
+    on every device); ``offset`` undoes the shift when a batch is made float.
+
+    Attributes:
+        x: split -> (N, C, H, W) integer chips on the device.
+        y: split -> (N,) int64 labels on the device.
+        mean, std: per-channel statistics of the training split (float32, device), in stored units.
+        offset: added to the stored integers to get the original values.
+        modality: "ms" or "rgb".
+    """
+
+    x: dict[str, Tensor]
+    y: dict[str, Tensor]
+    mean: Tensor
+    std: Tensor
+    offset: float
+    modality: str
+
+    @property
+    def channels(self) -> int:
+        return int(self.x["train"].shape[1])
+
+    def batch(self, split: str, idx: Tensor, *, px: int, augment: bool = False,
+              generator: torch.Generator | None = None) -> Tensor:
+        """Normalised float32 chips ``idx`` of ``split``, resized to ``px`` and optionally augmented.
+
+        Augmentation draws one of the 8 flips/90-degree rotations per chip from ``generator``
+        (a CPU generator, so runs are reproducible on any device).
+        """
+        x = self.x[split][idx].float()
+        if self.offset:
+            x = x + self.offset
+        x = (x - self.mean[:, None, None]) / self.std[:, None, None]
+        if x.shape[-1] != px:
+            # Downsampling averages pixels (no aliasing); upsampling interpolates.
+            mode = "area" if x.shape[-1] > px else "bilinear"
+            x = F.interpolate(x, size=(px, px), mode=mode, **({} if mode == "area" else {"align_corners": False}))
+        if augment:
+            flips = torch.rand(3, x.shape[0], generator=generator).lt(0.5).to(x.device)
+            x = torch.where(flips[0][:, None, None, None], x.flip(-1), x)
+            x = torch.where(flips[1][:, None, None, None], x.flip(-2), x)
+            x = torch.where(flips[2][:, None, None, None], x.transpose(-1, -2), x)
+        return x
+
+
+def load_modality(ds: Dataset, modality: str, device: torch.device, *,
+                  max_train_per_class: int | None = None, seed: int = 0) -> ModalityData:
+    """Copy one modality's splits onto ``device`` (once; the training loop never touches files)."""
+    array = getattr(ds, modality)
+    xs, ys = {}, {}
+    offset = 0.0
+    for split in SPLITS:
+        chips, labels, _ = ds.subset(modality, split)
+        if len(labels) == 0:
+            raise DataError(f"{ds.root}: the {modality} {split} split is empty; rebuild the dataset with more chips")
+        if split == "train" and max_train_per_class:
+            keep = _first_per_class(labels, max_train_per_class, seed)
+            chips, labels = chips[keep], labels[keep]
+        if chips.dtype == np.uint16:
+            chips = (chips.astype(np.int32) - 32768).astype(np.int16)
+            offset = 32768.0
+        xs[split] = torch.from_numpy(np.ascontiguousarray(chips)).to(device)
+        ys[split] = torch.from_numpy(labels.astype(np.int64)).to(device)
+    present = torch.bincount(ys["train"], minlength=len(ds.classes))
+    if (present == 0).any():
+        missing = [ds.classes[k] for k in torch.nonzero(present == 0).flatten().tolist()]
+        raise DataError(f"{ds.root}: no {modality} training chips of class(es) {', '.join(missing)}")
+    train = xs["train"].double() + offset
+    mean = train.mean(dim=(0, 2, 3))
+    std = train.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    del array
+    return ModalityData(x=xs, y=ys, mean=mean.float(), std=std.float(), offset=offset, modality=modality)
+
+
+def _first_per_class(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, 11])
+    keep = []
+    for k in np.unique(labels):
+        where = np.flatnonzero(labels == k)
+        keep.append(np.sort(rng.permutation(where)[:n]))
+    return np.sort(np.concatenate(keep))
+
+
+def pair_same_class(student_labels: Tensor, teacher_labels: Tensor, generator: torch.Generator) -> Tensor:
+    """For every student sample, a uniformly random teacher sample of the same class.
+
+    The ACKD pairing policy for baselines (DESIGN.md): there are no instance pairs across
+    modalities, so each epoch draws fresh same-class partners. Runs in O(N) on the device.
+
+    Args:
+        student_labels: (N_s,) int64.
+        teacher_labels: (N_t,) int64; every class of the students must occur.
+        generator: CPU generator (reproducible across devices).
+
+    Returns:
+        (N_s,) int64 indices into the teacher samples.
+    """
+    n_classes = int(max(student_labels.max(), teacher_labels.max())) + 1
+    order = torch.argsort(teacher_labels, stable=True)
+    counts = torch.bincount(teacher_labels, minlength=n_classes)
+    starts = torch.cumsum(counts, 0) - counts
+    need = counts[student_labels]
+    if (need == 0).any():
+        raise DataError("a student class has no teacher samples to pair with")
+    u = torch.rand(student_labels.shape[0], generator=generator, dtype=torch.float64).to(student_labels.device)
+    pick = starts[student_labels] + torch.minimum((u * need).long(), need - 1)
+    return order[pick]

@@ -1,0 +1,119 @@
+"""`ackd-bench run`: teacher (cached) + student with one method, per seed, written as RunResult JSON."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ackd_bench.benchmark.data import load_modality
+from ackd_bench.benchmark.dataset import load_dataset
+from ackd_bench.benchmark.errors import AckdBenchError
+from ackd_bench.benchmark.method import DataInfo, create_method, method_config
+from ackd_bench.benchmark.models import create_classifier
+from ackd_bench.benchmark.protocol import Profile
+from ackd_bench.benchmark.results import RESULT_SCHEMA_VERSION, write_run_result
+from ackd_bench.benchmark.teacher import get_teacher
+from ackd_bench.benchmark.train import fit
+from ackd_bench.benchmark.version import package_version
+
+PAIRING_POLICY = "random-same-class-per-epoch"
+
+
+class DeviceError(AckdBenchError):
+    """The requested device is not available."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without one is an error, not a silent CPU run."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise DeviceError(f"unknown device {name!r}; use auto, cpu or cuda[:N]")
+    return torch.device(name)
+
+
+def run_experiment(dataset: Path, *, method: str, arch: str, teacher_arch: str | None, seeds: list[int],
+                   profile: Profile, device: str = "auto", out: Path = Path("results"),
+                   resume: bool = False, progress: bool = True, teacher_checkpoint: Path | None = None,
+                   method_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Train the teacher (or reuse it) and the student for each seed; write one RunResult per seed.
+
+    Returns:
+        The RunResult dicts, in seed order (each also written to ``out``).
+    """
+    method_config(method, method_options)  # unknown names and options fail before any data is loaded
+    teacher_arch = teacher_arch or arch
+    dev = resolve_device(device)
+    ds = load_dataset(dataset)
+    results = []
+    for seed in seeds:
+        rgb = load_modality(ds, "rgb", dev, max_train_per_class=profile.max_train_per_class, seed=seed)
+        ms = load_modality(ds, "ms", dev, max_train_per_class=profile.max_train_per_class, seed=seed)
+        teacher, tmeta = get_teacher(ds, ms, teacher_arch, seed, profile, checkpoint=teacher_checkpoint,
+                                     progress=progress)
+        info = DataInfo(n_classes=len(ds.classes), student_channels=rgb.channels, teacher_channels=ms.channels,
+                        class_names=tuple(ds.classes), epochs=profile.epochs)
+        student = create_classifier(arch, rgb.channels, len(ds.classes), seed=seed).to(dev)
+        m = create_method(method, student=student, teacher=teacher, info=info, **(method_options or {})).to(dev)
+        run_id = f"{ds.manifest['name']}-{ds.fingerprint[:8]}__{teacher_arch}__{arch}__{method}__seed{seed}"
+        ckpt = Path(out) / "checkpoints" / f"{run_id}.pt"
+        fitted = fit(m, rgb, ms, profile, seed=seed, student_px=profile.student_px, teacher_px=profile.teacher_px,
+                     epochs=profile.epochs, checkpoint=ckpt, resume=resume, progress=progress,
+                     desc=f"{method} seed {seed}")
+        result = {
+            "schema_version": RESULT_SCHEMA_VERSION,
+            "run_id": run_id,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "method": {"name": method, "config": _jsonable(asdict(m.cfg)), "paper": m.paper},
+            "teacher": {"arch": teacher_arch, "checkpoint_sha256": tmeta["checkpoint_sha256"],
+                        "metrics": {"val_oa": tmeta["val_oa"], "test_oa": tmeta["test_oa"],
+                                    "selected_epoch": tmeta["selected_epoch"]}},
+            "student": {"arch": arch},
+            "dataset": {"name": ds.manifest["name"], "version": ds.manifest["version"],
+                        "fingerprint": ds.fingerprint, "classes": list(ds.classes),
+                        "split": ds.manifest["splits"].get("policy", "")},
+            "seed": seed,
+            "protocol": {**{k: v for k, v in asdict(profile).items() if k != "name"}, "profile": profile.name,
+                         "optimizer": "adam", "selection": "best val OA; test evaluated once",
+                         "pairing": PAIRING_POLICY if m.uses_teacher else "none"},
+            "metrics": {"val": fitted.val, "test": fitted.test, "selected_epoch": fitted.selected_epoch},
+            "diagnostics": {"history": fitted.history},
+            "timing": {"total_s": fitted.total_s, "step_s": fitted.step_s,
+                       "images_per_s": profile.batch_size / fitted.step_s if fitted.step_s else 0.0},
+            "environment": _environment(dev),
+        }
+        write_run_result(Path(out), result)
+        if ckpt.exists():
+            ckpt.unlink()  # the run finished; its result is the record
+        results.append(result)
+    return results
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _environment(dev: torch.device) -> dict[str, str]:
+    import timm
+
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})"
+    return {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
+            "ackd_bench": package_version(), "git_sha": sha, "device": name,
+            "threads": str(torch.get_num_threads())}

@@ -1,0 +1,80 @@
+"""`ackd-bench run`, `methods` and `table` from the command line, on a tiny synthetic dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from ackd_bench.benchmark.cli import main
+from ackd_bench.benchmark.dataset import write_dataset
+from ackd_bench.benchmark.dataset_synthetic import make_synthetic_dataset_inputs
+from ackd_bench.benchmark.results import load_run_results
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    manifest, samples, arrays = make_synthetic_dataset_inputs(1, per_class_split=4, ms_px=16, rgb_px=32)
+    return write_dataset(tmp_path_factory.mktemp("tiny") / "ds", manifest=manifest, samples=samples, arrays=arrays)
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ACKD_BENCH_CACHE", str(tmp_path / "cache"))
+
+
+def _run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_run_two_seeds_then_table(tiny, tmp_path):
+    out = tmp_path / "results"
+    res = _run("run", "--method", "kd", "--arch", "resnet18", "--dataset", tiny, "--profile", "smoke",
+               "--seeds", "0,1", "--epochs", "2", "--device", "cpu", "--out", out, "--quiet")
+    assert res.exit_code == 0, res.output
+    results = load_run_results([out])
+    assert sorted(r["seed"] for r in results) == [0, 1]
+    assert {r["method"]["name"] for r in results} == {"kd"}
+    assert all(r["protocol"]["pairing"].startswith("random-same-class") for r in results)
+    assert not list((out / "checkpoints").glob("*.pt"))  # finished runs leave no checkpoint
+    table = _run("table", out, "--format", "json")
+    assert table.exit_code == 0, table.output
+    rows = json.loads(table.output)
+    kd = [r for r in rows if r["method"] == "kd"]
+    assert kd and kd[0]["n"] == 2
+    png = tmp_path / "t.png"
+    assert _run("table", out, "--plot", png).exit_code == 0 and png.stat().st_size > 5000
+
+
+def test_methods_lists_every_baseline():
+    res = _run("methods")
+    assert res.exit_code == 0
+    for name in ("student-only", "kd", "logits", "rkd", "dkd", "ctkd", "lskd", "c2kd", "distilvpr"):
+        assert f"\n{name} " in "\n" + res.output
+
+
+def test_run_bad_inputs(tiny, tmp_path, monkeypatch):
+    res = _run("run", "--method", "nope", "--arch", "resnet18", "--dataset", tiny, "--out", tmp_path)
+    assert res.exit_code != 0 and "known methods" in res.output and "dkd" in res.output
+    res = _run("run", "--method", "kd", "--arch", "resnet35", "--dataset", tiny, "--out", tmp_path,
+               "--profile", "smoke", "--device", "cpu")
+    assert res.exit_code != 0 and "resnet34" in res.output
+    res = _run("run", "--method", "kd", "--arch", "resnet18", "--dataset", tmp_path / "missing", "--out", tmp_path)
+    assert res.exit_code != 0 and "build-dataset" in res.output
+    res = _run("run", "--method", "kd", "--arch", "resnet18", "--dataset", tiny, "--seeds", "a,b")
+    assert res.exit_code != 0 and "seeds" in res.output
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    res = _run("run", "--method", "kd", "--arch", "resnet18", "--dataset", tiny, "--device", "cuda", "--out", tmp_path)
+    assert res.exit_code != 0 and "no CUDA device" in res.output
+    res = _run("run", "--method", "dkd", "--arch", "resnet18", "--dataset", tiny, "--option", "nonsense=1",
+               "--out", tmp_path, "--device", "cpu")
+    assert res.exit_code != 0 and "nonsense" in res.output
+    assert not list(tmp_path.glob("*.json"))  # nothing was written by failed runs
+
+
+def test_table_without_results_is_an_error(tmp_path):
+    res = _run("table", tmp_path)
+    assert res.exit_code != 0 and "no RunResult" in res.output
