@@ -171,6 +171,8 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
               type=click.Choice(["paper", "fast", "smoke"]), help="Training profile.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the profile's student epochs.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default=None,
+              help="bf16 autocast for forward passes and losses. [default: the profile's, fp32]")
 @click.option("--out", "out", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
               help="Folder for RunResult JSON files.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last epoch checkpoint.")
@@ -179,7 +181,7 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Override a method option.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_friendly_errors
-def run_cmd(method, arch, teacher_arch, dataset, seeds, profile_name, epochs, device, out, resume,
+def run_cmd(method, arch, teacher_arch, dataset, seeds, profile_name, epochs, device, precision, out, resume,
             teacher_checkpoint, options, quiet) -> None:
     """Train the MS teacher (cached) and an RGB student with one method; write RunResult JSON per seed.
 
@@ -199,7 +201,7 @@ def run_cmd(method, arch, teacher_arch, dataset, seeds, profile_name, epochs, de
 
         click.echo(f"building the demo dataset into {dataset} first", err=True)
         run_build(get_preset("demo"), dataset, progress=not quiet)
-    profile = get_profile(profile_name, epochs=epochs)
+    profile = get_profile(profile_name, epochs=epochs, precision=precision)
     results = run_experiment(dataset, method=method, arch=arch, teacher_arch=teacher_arch, seeds=seed_list,
                              profile=profile, device=device, out=out, resume=resume, progress=not quiet,
                              teacher_checkpoint=teacher_checkpoint, method_options=option_map)

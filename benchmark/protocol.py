@@ -10,6 +10,10 @@ import numpy as np
 from ackd_bench.benchmark.errors import AckdBenchError
 
 
+class ProfileError(AckdBenchError):
+    """Unknown or invalid training profile."""
+
+
 @dataclass(frozen=True)
 class Profile:
     """How long and how big a training run is.
@@ -25,6 +29,7 @@ class Profile:
         teacher_px: side of the MS chips (native 64 px).
         max_train_per_class: cap on training chips per class and modality (None: all), for smoke runs.
         augment: random flips and 90-degree rotations on the device.
+        precision: "fp32", or "bf16" for autocast mixed precision (forward and losses).
     """
 
     name: str
@@ -36,6 +41,11 @@ class Profile:
     teacher_px: int = 64
     max_train_per_class: int | None = None
     augment: bool = True
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise ProfileError(f"precision must be fp32 or bf16, got {self.precision!r}")
 
 
 PROFILES = {
@@ -46,10 +56,6 @@ PROFILES = {
     # Seconds per run: checks that everything runs end to end, not a result to report.
     "smoke": Profile("smoke", epochs=3, teacher_epochs=4, batch_size=64, max_train_per_class=48),
 }
-
-
-class ProfileError(AckdBenchError):
-    """Unknown training profile."""
 
 
 def get_profile(name: str, **overrides) -> Profile:

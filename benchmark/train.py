@@ -102,23 +102,11 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
         sums: dict[str, float] = {}
         for step, idx in enumerate(batches):
             t0 = time.perf_counter()
-            tidx = partners[idx] if partners is not None else idx
-            batch = Batch(
-                student_x=student_data.batch("train", idx, px=student_px, augment=profile.augment, generator=gen),
-                labels=student_data.y["train"][idx],
-                teacher_x=(teacher_data.batch("train", tidx, px=teacher_px, augment=profile.augment, generator=gen)
-                           if partners is not None else torch.empty(0, device=device)),
-                index=idx, teacher_index=tidx, epoch=epoch, progress=epoch + step / len(batches),
-            )
-            terms = method.losses(batch)
-            total = sum(terms.values())
-            if not torch.isfinite(total):
-                bad = {k: float(v.detach()) for k, v in terms.items() if not math.isfinite(float(v.detach()))}
-                raise TrainingError(f"{desc}: non-finite loss at epoch {epoch}, step {step}: {bad}; "
-                                    "lower the learning rate or check the method's configuration")
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            opt.step()
+            batch = make_batch(student_data, teacher_data if partners is not None else None, idx,
+                               partners[idx] if partners is not None else idx, student_px=student_px,
+                               teacher_px=teacher_px, augment=profile.augment, generator=gen, epoch=epoch,
+                               progress=epoch + step / len(batches))
+            terms = train_step(method, opt, batch, profile.precision, where=f"{desc}: epoch {epoch}, step {step}")
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             step_times.append(time.perf_counter() - t0)
@@ -144,6 +132,45 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
     warm = step_times[min(len(step_times) - 1, 3):] if step_times else [0.0]
     return FitResult(selected_epoch=state["best_epoch"], val=val, test=test, history=state["history"],
                      step_s=float(np.median(warm)), total_s=time.perf_counter() - started)
+
+
+def make_batch(student_data: ModalityData, teacher_data: ModalityData | None, idx: Tensor, teacher_idx: Tensor,
+               *, student_px: int, teacher_px: int, augment: bool, generator: torch.Generator, epoch: int,
+               progress: float) -> Batch:
+    """A training batch: student chips ``idx`` and their teacher partners ``teacher_idx`` (if any)."""
+    device = idx.device
+    return Batch(
+        student_x=student_data.batch("train", idx, px=student_px, augment=augment, generator=generator),
+        labels=student_data.y["train"][idx],
+        teacher_x=(teacher_data.batch("train", teacher_idx, px=teacher_px, augment=augment, generator=generator)
+                   if teacher_data is not None else torch.empty(0, device=device)),
+        index=idx, teacher_index=teacher_idx, epoch=epoch, progress=progress,
+    )
+
+
+def train_step(method: Method, opt: torch.optim.Optimizer, batch: Batch, precision: str = "fp32",
+               *, where: str = "") -> dict[str, Tensor]:
+    """One optimisation step on the sum of the method's named loss terms; returns the terms.
+
+    Raises:
+        TrainingError: the loss is NaN/inf; the message names ``where`` and the offending terms.
+    """
+    with _autocast(batch.student_x.device, precision):
+        terms = method.losses(batch)
+    total = sum(terms.values())
+    if not torch.isfinite(total):
+        bad = {k: float(v.detach()) for k, v in terms.items() if not math.isfinite(float(v.detach()))}
+        raise TrainingError(f"non-finite loss at {where}: {bad}; "
+                            "lower the learning rate or check the method's configuration")
+    opt.zero_grad(set_to_none=True)
+    total.backward()
+    opt.step()
+    return terms
+
+
+def _autocast(device: torch.device, precision: str):
+    """bf16 autocast (mixed precision) when asked for; a no-op context for fp32."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def _save_checkpoint(path: Path, method: nn.Module, opt, gen: torch.Generator, state: dict) -> None:

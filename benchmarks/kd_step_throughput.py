@@ -1,0 +1,118 @@
+"""Training-step throughput of student-only vs Vanilla KD, measured in one run, as a ratio.
+
+The target (issue: harness): a Vanilla KD step costs at most 1.35x a student-only step
+(resnet18 at 64 px, batch 256, bf16 on a GPU). The KD step adds the frozen teacher's forward
+pass and the pairing gather; everything else is the same code path as `ackd-bench run`
+(`benchmark.train.make_batch` and `train_step`).
+
+Usage:
+    python benchmarks/kd_step_throughput.py --device cuda --precision bf16      # on a GPU
+    python benchmarks/kd_step_throughput.py --device cpu --batch 64 --steps 10  # a CPU check
+
+Writes a JSON record (device name, settings, images/s, ratio) to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from ackd_bench.benchmark.data import ModalityData, pair_same_class
+from ackd_bench.benchmark.method import DataInfo, create_method
+from ackd_bench.benchmark.models import create_classifier
+from ackd_bench.benchmark.train import make_batch, train_step
+
+
+def synthetic_modality(n: int, channels: int, px: int, dtype: torch.dtype, n_classes: int,
+                       device: torch.device, seed: int) -> ModalityData:
+    """Random chips with the real storage dtypes (uint8 RGB; MS as shifted int16), on the device."""
+    g = torch.Generator().manual_seed(seed)
+    hi = 255 if dtype == torch.uint8 else 32767
+    x = torch.randint(0, hi, (n, channels, px, px), generator=g).to(dtype)
+    y = torch.arange(n) % n_classes
+    splits = {s: x.to(device) for s in ("train", "val", "test")}
+    labels = {s: y.to(device) for s in ("train", "val", "test")}
+    mean = torch.full((channels,), hi / 2.0, device=device)
+    std = torch.full((channels,), hi / 4.0, device=device)
+    return ModalityData(x=splits, y=labels, mean=mean, std=std, offset=0.0, modality="synthetic")
+
+
+def time_method(name: str, student_data: ModalityData, teacher_data: ModalityData, arch: str, px: int,
+                batch: int, steps: int, warmup: int, precision: str, device: torch.device) -> float:
+    """Median seconds per training step of one method."""
+    k = 8
+    info = DataInfo(n_classes=k, student_channels=3, teacher_channels=10, class_names=tuple(map(str, range(k))),
+                    epochs=1)
+    teacher = create_classifier(arch, 10, k, seed=1).to(device)
+    student = create_classifier(arch, 3, k, seed=0).to(device)
+    method = create_method(name, student=student, teacher=teacher, info=info).to(device)
+    opt = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    partners = pair_same_class(student_data.y["train"], teacher_data.y["train"], gen)
+    n = student_data.y["train"].shape[0]
+    method.train()
+    times = []
+    for step in range(warmup + steps):
+        idx = torch.randint(0, n, (batch,), generator=gen).to(device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        b = make_batch(student_data, teacher_data if method.uses_teacher else None, idx, partners[idx],
+                       student_px=px, teacher_px=px, augment=True, generator=gen, epoch=0, progress=0.0)
+        train_step(method, opt, b, precision, where=f"benchmark {name}")
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if step >= warmup:
+            times.append(time.perf_counter() - t0)
+    return float(torch.tensor(times).median())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--arch", default="resnet18")
+    ap.add_argument("--px", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    rgb = synthetic_modality(4096, 3, args.px, torch.uint8, 8, device, seed=0)
+    ms = synthetic_modality(4096, 10, args.px, torch.int16, 8, device, seed=1)
+    # Interleave the two methods so drift (clocks, other load) affects both alike.
+    runs = {"student-only": [], "kd": []}
+    for _ in range(2):
+        for name in runs:
+            runs[name].append(time_method(name, rgb, ms, args.arch, args.px, args.batch, args.steps,
+                                          args.warmup, args.precision, device))
+    step = {name: min(v) for name, v in runs.items()}
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    record = {
+        "benchmark": "kd_step_throughput",
+        "device": device_name,
+        "torch": torch.__version__,
+        "arch": args.arch, "px": args.px, "batch": args.batch, "precision": args.precision,
+        "steps": args.steps, "warmup": args.warmup,
+        "step_s": step,
+        "images_per_s": {name: args.batch / s for name, s in step.items()},
+        "kd_over_student_step_time": step["kd"] / step["student-only"],
+        "target": "kd_over_student_step_time <= 1.35 (GPU, bf16, batch 256, resnet18, 64 px)",
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    tag = "cuda" if device.type == "cuda" else "cpu"
+    path = args.out / f"kd_step_throughput_{tag}_{args.precision}.json"
+    path.write_text(json.dumps(record, indent=1))
+    print(json.dumps(record, indent=1))
+
+
+if __name__ == "__main__":
+    main()
