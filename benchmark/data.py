@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ class ModalityData:
         mean, std: per-channel statistics of the training split (float32, device), in stored units.
         offset: added to the stored integers to get the original values.
         modality: "ms" or "rgb".
+        ids: split -> sample_id of every row (host side; maps rows back to the sample table).
     """
 
     x: dict[str, Tensor]
@@ -38,6 +39,7 @@ class ModalityData:
     std: Tensor
     offset: float
     modality: str
+    ids: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def channels(self) -> int:
@@ -70,20 +72,22 @@ def load_modality(ds: Dataset, modality: str, device: torch.device, *,
                   max_train_per_class: int | None = None, seed: int = 0) -> ModalityData:
     """Copy one modality's splits onto ``device`` (once; the training loop never touches files)."""
     array = getattr(ds, modality)
-    xs, ys = {}, {}
+    xs, ys, ids = {}, {}, {}
     offset = 0.0
     for split in SPLITS:
-        chips, labels, _ = ds.subset(modality, split)
+        chips, labels, rows = ds.subset(modality, split)
+        sample_ids = rows["sample_id"].to_numpy(dtype=object)
         if len(labels) == 0:
             raise DataError(f"{ds.root}: the {modality} {split} split is empty; rebuild the dataset with more chips")
         if split == "train" and max_train_per_class:
             keep = _first_per_class(labels, max_train_per_class, seed)
-            chips, labels = chips[keep], labels[keep]
+            chips, labels, sample_ids = chips[keep], labels[keep], sample_ids[keep]
         if chips.dtype == np.uint16:
             chips = (chips.astype(np.int32) - 32768).astype(np.int16)
             offset = 32768.0
         xs[split] = torch.from_numpy(np.ascontiguousarray(chips)).to(device)
         ys[split] = torch.from_numpy(labels.astype(np.int64)).to(device)
+        ids[split] = sample_ids
     present = torch.bincount(ys["train"], minlength=len(ds.classes))
     if (present == 0).any():
         missing = [ds.classes[k] for k in torch.nonzero(present == 0).flatten().tolist()]
@@ -92,7 +96,7 @@ def load_modality(ds: Dataset, modality: str, device: torch.device, *,
     mean = train.mean(dim=(0, 2, 3))
     std = train.std(dim=(0, 2, 3)).clamp_min(1e-6)
     del array
-    return ModalityData(x=xs, y=ys, mean=mean.float(), std=std.float(), offset=offset, modality=modality)
+    return ModalityData(x=xs, y=ys, mean=mean.float(), std=std.float(), offset=offset, modality=modality, ids=ids)
 
 
 def _first_per_class(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -102,6 +106,21 @@ def _first_per_class(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
         where = np.flatnonzero(labels == k)
         keep.append(np.sort(rng.permutation(where)[:n]))
     return np.sort(np.concatenate(keep))
+
+
+def true_partners(ds: Dataset, student: ModalityData, teacher: ModalityData) -> Tensor | None:
+    """Co-located teacher partners from the dataset's ``pair_id`` column, or None if it has none.
+
+    Returns:
+        (N_s,) int64 positions in the teacher's training rows; -1 where a student chip has no
+        partner in them (partial datasets, or a partner dropped by ``max_train_per_class``).
+    """
+    if "pair_id" not in ds.samples.columns:
+        return None
+    pair_of = dict(zip(ds.samples["sample_id"], ds.samples["pair_id"]))
+    position = {sid: i for i, sid in enumerate(teacher.ids["train"])}
+    found = [position.get(pair_of.get(sid, ""), -1) for sid in student.ids["train"]]
+    return torch.tensor(found, dtype=torch.int64, device=student.y["train"].device)
 
 
 def pair_same_class(student_labels: Tensor, teacher_labels: Tensor, generator: torch.Generator) -> Tensor:

@@ -39,6 +39,10 @@ SAMPLE_COLUMNS: dict[str, str] = {
     "block": "str",
     "array_index": "int",
 }
+# Optional columns: present in some datasets only. ``pair_id``: for an RGB chip of a ``paired`` or
+# ``partial:F`` dataset, the sample_id of its co-located MS chip ("" when it has none; always ""
+# on MS rows). Asymmetric datasets omit the column, so their fingerprints do not change.
+OPTIONAL_SAMPLE_COLUMNS: dict[str, str] = {"pair_id": "str"}
 FRACTION_COLUMNS = ("cloud_fraction", "nodata_fraction", "purity")
 MANIFEST_KEYS = ("name", "version", "taxonomy", "modalities", "consistency", "provenance", "splits")
 MODALITY_KEYS = ("collection", "bands", "gsd", "dtype", "scale", "offset", "chip_px", "label_type")
@@ -143,14 +147,17 @@ def check_samples(samples: gpd.GeoDataFrame, manifest: dict[str, Any], *, strict
     if not isinstance(samples, gpd.GeoDataFrame):
         raise FormatViolation(file, "samples must be a geopandas GeoDataFrame")
     columns = list(samples.columns)
-    if sorted(columns) != sorted(SAMPLE_COLUMNS) or len(set(columns)) != len(columns):
+    optional = [c for c in OPTIONAL_SAMPLE_COLUMNS if c in columns]
+    if sorted(columns) != sorted([*SAMPLE_COLUMNS, *optional]) or len(set(columns)) != len(columns):
         missing = sorted(set(SAMPLE_COLUMNS) - set(columns))
-        extra = sorted(set(columns) - set(SAMPLE_COLUMNS))
+        extra = sorted(set(columns) - set(SAMPLE_COLUMNS) - set(OPTIONAL_SAMPLE_COLUMNS))
         raise FormatViolation(file, f"columns differ from v1: missing {missing}, unexpected {extra}")
     if samples.geometry.name != "geometry" or samples.crs is None or samples.crs.to_epsg() != 4326:
         raise FormatViolation(file, "footprints must be the 'geometry' column in EPSG:4326")
-    for column, kind in SAMPLE_COLUMNS.items():
+    for column, kind in {**SAMPLE_COLUMNS, **{c: OPTIONAL_SAMPLE_COLUMNS[c] for c in optional}}.items():
         _check_column(samples[column], column, kind, strict_dtypes)
+    if "pair_id" in optional:
+        _check_pairs(samples)
     if samples["sample_id"].duplicated().any():
         duplicate = samples.loc[samples["sample_id"].duplicated(), "sample_id"].iloc[0]
         raise FormatViolation(file, f"sample_id {duplicate!r} is not unique")
@@ -181,6 +188,23 @@ def check_samples(samples: gpd.GeoDataFrame, manifest: dict[str, Any], *, strict
         index = np.sort(samples.loc[samples["modality"] == modality, "array_index"].to_numpy())
         if not np.array_equal(index, np.arange(len(index))):
             raise FormatViolation(file, f"array_index of {modality} rows must be 0..N-1, each once")
+
+
+def _check_pairs(samples: gpd.GeoDataFrame) -> None:
+    """RGB ``pair_id`` values name MS chips of the same split and class; MS rows carry none."""
+    ms = samples[samples["modality"] == "ms"].set_index("sample_id")
+    if (ms["pair_id"] != "").any():
+        raise FormatViolation(SAMPLES_FILE, "pair_id must be empty on MS rows")
+    rgb = samples[(samples["modality"] == "rgb") & (samples["pair_id"] != "")]
+    unknown = ~rgb["pair_id"].isin(ms.index)
+    if unknown.any():
+        row = rgb[unknown].iloc[0]
+        raise FormatViolation(SAMPLES_FILE, f"sample {row['sample_id']!r}: pair_id {row['pair_id']!r} is no MS sample")
+    partner = ms.loc[rgb["pair_id"]]
+    bad = (partner["split"].to_numpy() != rgb["split"].to_numpy()) | (partner["label"].to_numpy() != rgb["label"].to_numpy())
+    if bad.any():
+        row = rgb[bad].iloc[0]
+        raise FormatViolation(SAMPLES_FILE, f"sample {row['sample_id']!r} and its pair differ in split or label")
 
 
 def _check_column(values: pd.Series, column: str, kind: str, strict: bool) -> None:
@@ -302,6 +326,8 @@ def fingerprint_records(samples: pd.DataFrame) -> list[dict[str, Any]]:
                 "purity": round(float(row.purity), 6),
                 "block": str(row.block),
                 "array_index": int(row.array_index),
+                # Only datasets with pairs carry the field, so others keep their fingerprints.
+                **({"pair_id": str(row.pair_id)} if hasattr(row, "pair_id") else {}),
             }
         )
     return records

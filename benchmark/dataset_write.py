@@ -28,6 +28,7 @@ from ackd_bench.benchmark.dataset_schema import (
     CHECKSUMS_FILE,
     MANIFEST_FILE,
     MODALITIES,
+    OPTIONAL_SAMPLE_COLUMNS,
     SAMPLE_COLUMNS,
     SAMPLES_FILE,
     SCHEMA_VERSION,
@@ -120,8 +121,9 @@ def swap_into_place(staging: Path, out_dir: Path) -> None:
 
 def normalise_samples(samples: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     """Return the table with v1 column order and dtypes, rows ordered by modality, array_index."""
-    table = samples[list(SAMPLE_COLUMNS)].copy()
-    for column, kind in SAMPLE_COLUMNS.items():
+    columns = {**SAMPLE_COLUMNS, **{c: k for c, k in OPTIONAL_SAMPLE_COLUMNS.items() if c in samples.columns}}
+    table = samples[list(columns)].copy()
+    for column, kind in columns.items():
         if kind in ("int", "float", "str"):
             table[column] = table[column].astype({"int": "int64", "float": "float64", "str": str}[kind])
     order = table["modality"].map({m: i for i, m in enumerate(MODALITIES)})

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ackd_bench.benchmark.data import load_modality
+from ackd_bench.benchmark.data import load_modality, true_partners
 from ackd_bench.benchmark.dataset import load_dataset
 from ackd_bench.benchmark.errors import AckdBenchError
 from ackd_bench.benchmark.method import DataInfo, create_method, method_config
@@ -23,6 +23,7 @@ from ackd_bench.benchmark.train import fit
 from ackd_bench.benchmark.version import package_version
 
 PAIRING_POLICY = "random-same-class-per-epoch"
+TRUE_PAIRS_POLICY = "true-pairs, else random-same-class-per-epoch"
 
 
 class DeviceError(AckdBenchError):
@@ -65,9 +66,11 @@ def run_experiment(dataset: Path, *, method: str, arch: str, teacher_arch: str |
         m = create_method(method, student=student, teacher=teacher, info=info, **(method_options or {})).to(dev)
         run_id = f"{ds.manifest['name']}-{ds.fingerprint[:8]}__{teacher_arch}__{arch}__{method}__seed{seed}"
         ckpt = Path(out) / "checkpoints" / f"{run_id}.pt"
+        pairs = true_partners(ds, rgb, ms)
         fitted = fit(m, rgb, ms, profile, seed=seed, student_px=profile.student_px, teacher_px=profile.teacher_px,
                      epochs=profile.epochs, checkpoint=ckpt, resume=resume, progress=progress,
-                     desc=f"{method} seed {seed}")
+                     desc=f"{method} seed {seed}", fixed_partners=pairs)
+        pairing = "none" if not m.uses_teacher else (TRUE_PAIRS_POLICY if pairs is not None else PAIRING_POLICY)
         result = {
             "schema_version": RESULT_SCHEMA_VERSION,
             "run_id": run_id,
@@ -83,7 +86,8 @@ def run_experiment(dataset: Path, *, method: str, arch: str, teacher_arch: str |
             "seed": seed,
             "protocol": {**{k: v for k, v in asdict(profile).items() if k != "name"}, "profile": profile.name,
                          "optimizer": "adam", "selection": "best val OA; test evaluated once",
-                         "pairing": PAIRING_POLICY if m.uses_teacher else "none"},
+                         "pairing": pairing,
+                         "true_pairs": int((pairs >= 0).sum()) if pairs is not None and m.uses_teacher else 0},
             "metrics": {"val": fitted.val, "test": fitted.test, "selected_epoch": fitted.selected_epoch},
             "diagnostics": {"history": fitted.history},
             "timing": {"total_s": fitted.total_s, "step_s": fitted.step_s,

@@ -66,11 +66,13 @@ def evaluate(method: Method, data: ModalityData, split: str, px: int, batch_size
 
 def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData | None, profile: Profile,
         *, seed: int, student_px: int, teacher_px: int, epochs: int, checkpoint: Path | None = None,
-        resume: bool = False, progress: bool = True, desc: str = "train") -> FitResult:
+        resume: bool = False, progress: bool = True, desc: str = "train",
+        fixed_partners: Tensor | None = None) -> FitResult:
     """Train ``method`` and select the epoch with the best validation OA; test once at that epoch.
 
     Each epoch: ``on_epoch_start``; a fresh same-class teacher partner for every student sample
-    (methods that use a teacher); a seeded shuffle; Adam steps on the sum of the named loss
+    (methods that use a teacher), except where ``fixed_partners`` (true co-located pairs,
+    -1 = none) gives one; a seeded shuffle; Adam steps on the sum of the named loss
     terms. A checkpoint is written after every epoch (atomically) so ``resume`` continues a run.
 
     Raises:
@@ -96,6 +98,8 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
         partners = None
         if method.uses_teacher:
             partners = pair_same_class(student_data.y["train"], teacher_data.y["train"], gen)
+            if fixed_partners is not None:
+                partners = torch.where(fixed_partners >= 0, fixed_partners, partners)
         perm = torch.randperm(n_train, generator=gen).to(device)
         batches = [b for b in perm.split(profile.batch_size) if b.numel() > 1]  # BatchNorm needs 2+
         method.train()

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
-from ackd_bench.benchmark.data import load_modality, pair_same_class
+from ackd_bench.benchmark.data import load_modality, pair_same_class, true_partners
 from ackd_bench.benchmark.dataset import load_dataset, write_dataset
 from ackd_bench.benchmark.dataset_synthetic import make_synthetic_dataset_inputs
+from ackd_bench.benchmark.errors import DatasetSchemaError
 from ackd_bench.benchmark.method import Batch, DataInfo, Method
 from ackd_bench.benchmark.models import create_classifier
 from ackd_bench.benchmark.protocol import classification_metrics, get_profile
@@ -154,3 +156,60 @@ def test_cuda_requested_without_cuda_is_an_error(monkeypatch):
     assert resolve_device("auto").type == "cpu"
     with pytest.raises(DeviceError, match="unknown device"):
         resolve_device("tpu")
+
+
+def _paired_inputs():
+    manifest, samples, arrays = make_synthetic_dataset_inputs(0, per_class_split=4, ms_px=16, rgb_px=32)
+    ms = samples[samples["modality"] == "ms"]
+    pair_id = []
+    for n, row in enumerate(samples.itertuples()):
+        same = ms[(ms["split"] == row.split) & (ms["label"] == row.label)]["sample_id"].tolist()
+        # Every third RGB chip has no co-located MS chip (a partial dataset).
+        pair_id.append(same[n % len(same)] if row.modality == "rgb" and n % 3 else "")
+    return manifest, samples.assign(pair_id=pair_id), arrays
+
+
+class _Recorder(Method):
+    description = "test"
+    paper = "test"
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.seen: list[tuple[Tensor, Tensor]] = []
+
+    def losses(self, batch: Batch):
+        self.seen.append((batch.index.clone(), batch.teacher_index.clone()))
+        return {"ce": F.cross_entropy(self.student(batch.student_x).logits, batch.labels)}
+
+
+def test_true_pairs_are_used_where_the_dataset_has_them(tmp_path):
+    manifest, samples, arrays = _paired_inputs()
+    ds = load_dataset(write_dataset(tmp_path / "paired", manifest=manifest, samples=samples, arrays=arrays))
+    plain = write_dataset(tmp_path / "plain", manifest=manifest, samples=samples.drop(columns="pair_id"),
+                          arrays=arrays)
+    assert ds.fingerprint != load_dataset(plain).fingerprint  # the pairs are part of what defines the data
+    rgb = load_modality(ds, "rgb", torch.device("cpu"))
+    ms = load_modality(ds, "ms", torch.device("cpu"))
+    pairs = true_partners(ds, rgb, ms)
+    pair_of = dict(zip(samples["sample_id"], samples["pair_id"]))
+    for i, sid in enumerate(rgb.ids["train"]):
+        expected = pair_of[sid]
+        assert (ms.ids["train"][pairs[i]] == expected) if expected else pairs[i] == -1
+    info = DataInfo(n_classes=3, student_channels=3, teacher_channels=10, class_names=tuple(ds.classes), epochs=2)
+    method = _Recorder(create_classifier(ARCH, 3, 3, seed=0), create_classifier(ARCH, 10, 3, seed=1), info, None)
+    fit(method, rgb, ms, _profile(), seed=0, student_px=16, teacher_px=16, epochs=2, progress=False,
+        fixed_partners=pairs)
+    for idx, tidx in method.seen:
+        paired = pairs[idx] >= 0
+        assert torch.equal(tidx[paired], pairs[idx][paired])
+        assert torch.equal(ms.y["train"][tidx], rgb.y["train"][idx])  # unpaired ones: same class
+
+
+def test_pair_with_another_class_is_refused(tmp_path):
+    manifest, samples, arrays = _paired_inputs()
+    rgb_rows = samples.index[(samples["modality"] == "rgb") & (samples["pair_id"] != "")]
+    other = samples[(samples["modality"] == "ms") & (samples["label"] != samples.loc[rgb_rows[0], "label"])
+                    & (samples["split"] == samples.loc[rgb_rows[0], "split"])]["sample_id"].iloc[0]
+    samples.loc[rgb_rows[0], "pair_id"] = other
+    with pytest.raises(DatasetSchemaError, match="differ in split or label"):
+        write_dataset(tmp_path / "bad", manifest=manifest, samples=samples, arrays=arrays)
