@@ -63,7 +63,8 @@ def rematch_epochs(total_epochs: int, *, e0: int, delta: int, mu: float, referen
         Strictly increasing epochs in [1, total_epochs).
     """
     if total_epochs < 1 or e0 < 0 or delta <= 0 or mu < 0:
-        raise ValueError(f"need total_epochs >= 1, e0 >= 0, delta > 0, mu >= 0; got {total_epochs}, {e0}, {delta}, {mu}")
+        raise ValueError(f"need total_epochs >= 1, e0 >= 0, delta > 0, mu >= 0; "
+                         f"got {total_epochs}, {e0}, {delta}, {mu}")
     if reference_epochs is not None and reference_epochs < 1:
         raise ValueError(f"reference_epochs must be >= 1, got {reference_epochs}")
     scale = 1.0 if reference_epochs is None else total_epochs / reference_epochs
@@ -188,7 +189,8 @@ def _best_same_class(cost: Callable[[Tensor, Tensor], Tensor], student_labels: T
         raise ValueError(f"{caller}: labels must be 1-D class indices of lengths {n_students} and {n_gallery}, "
                          f"got shapes {tuple(student_labels.shape)} and {tuple(teacher_labels.shape)}")
     if student_labels.is_floating_point() or teacher_labels.is_floating_point():
-        raise ValueError(f"{caller}: labels must be integer class indices, not {student_labels.dtype}/{teacher_labels.dtype}")
+        raise ValueError(f"{caller}: labels must be integer class indices, "
+                         f"not {student_labels.dtype}/{teacher_labels.dtype}")
     ys, yt = student_labels.to(device).long(), teacher_labels.to(device).long()
     # Stable sorts group each class's indices in ascending order, so argmin's first-minimum rule
     # maps to the lowest gallery index.

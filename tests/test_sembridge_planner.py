@@ -1,0 +1,214 @@
+"""SKA planner (CORAL, attention plans, cross-modal mixing, Sinkhorn variant) and the transport-cost diagnostic."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ackd_bench.sembridge.planner import (
+    SemanticPlanner,
+    SinkhornPlanner,
+    attention_plan,
+    coral_loss,
+    cross_modal_plan,
+)
+from ackd_bench.sembridge.transport import transport_cost
+
+PLANNERS = (SemanticPlanner, SinkhornPlanner)
+
+
+def np_coral(a: np.ndarray, b: np.ndarray) -> float:
+    """Deep CORAL from Sun & Saenko (2016), eq. 1, written with explicit sums (float64)."""
+    d = a.shape[1]
+
+    def cov(x):
+        n = x.shape[0]
+        ones = np.ones((n, 1))
+        return (x.T @ x - (x.T @ ones) @ (ones.T @ x) / n) / (n - 1)
+
+    return float(np.sum((cov(a) - cov(b)) ** 2) / (4 * d**2))
+
+
+def maps(b=3, c_t=32, c_s=48, hw_t=(2, 2), hw_s=(3, 3), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, c_t, *hw_t, generator=g), torch.randn(b, c_s, *hw_s, generator=g)
+
+
+# --------------------------------------------------------------------------------------------- CORAL
+
+
+def test_coral_matches_numpy_with_different_row_counts():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(7, 5)), rng.normal(size=(11, 5)) * 2 + 1
+    got = coral_loss(torch.from_numpy(a), torch.from_numpy(b))
+    assert got.ndim == 0
+    assert got.item() == pytest.approx(np_coral(a, b), rel=1e-12)
+    assert coral_loss(torch.from_numpy(a).float(), torch.from_numpy(b).float()).item() == pytest.approx(
+        np_coral(a, b), rel=1e-5
+    )
+
+
+def test_coral_uses_unbiased_covariance_normalised_by_4d2():
+    # Duplicating every row k times keeps the scatter's shape but multiplies it by k, while the
+    # unbiased denominator goes from N−1 to kN−1: a batch-size-dependent (scatter) CORAL would grow ~k².
+    rng = np.random.default_rng(1)
+    a, b, k, d = rng.normal(size=(4, 3)), rng.normal(size=(6, 3)), 5, 3
+    scat = lambda x: (x - x.mean(0)).T @ (x - x.mean(0))  # noqa: E731
+    want = np.sum((k * scat(a) / (4 * k - 1) - k * scat(b) / (6 * k - 1)) ** 2) / (4 * d * d)
+    got = coral_loss(torch.from_numpy(np.repeat(a, k, 0)), torch.from_numpy(np.repeat(b, k, 0)))
+    assert got.item() == pytest.approx(want, rel=1e-12)
+    # Hand case: b = 2a (shifted) has Cov(b) = 4 Cov(a), so the loss is 9‖Cov(a)‖²/(4d²).
+    ta = torch.from_numpy(a)
+    cov_a = np.cov(a, rowvar=False)
+    assert coral_loss(ta, 2 * ta + 3).item() == pytest.approx(9 * np.sum(cov_a**2) / (4 * d * d), rel=1e-12)
+    assert coral_loss(ta, ta + 7).item() == pytest.approx(0.0, abs=1e-24)
+
+
+def test_coral_edge_cases():
+    two = torch.tensor([[0.0, 1.0], [2.0, 3.0]])
+    assert torch.isfinite(coral_loss(two, two.flip(0) * 3))
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        coral_loss(two[:1], two)
+    with pytest.raises(ValueError, match=r"\(N, d\)"):
+        coral_loss(two, torch.zeros(2, 3))
+
+
+# ------------------------------------------------------------------------------------ attention plans
+
+
+def test_attention_plan_is_a_row_softmax():
+    rng = np.random.default_rng(2)
+    q, k = rng.normal(size=(2, 3, 4, 8)), rng.normal(size=(2, 3, 6, 8))
+    got = attention_plan(torch.from_numpy(q), torch.from_numpy(k)).numpy()
+    z = np.einsum("bhnd,bhmd->bhnm", q, k) / np.sqrt(8)
+    want = np.exp(z - z.max(-1, keepdims=True))
+    want /= want.sum(-1, keepdims=True)
+    assert got.shape == (2, 3, 4, 6)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    np.testing.assert_allclose(got.sum(-1), 1.0, rtol=1e-12)
+
+
+def test_cross_modal_plan_marginals_and_outer_product_limit():
+    g = torch.Generator().manual_seed(3)
+    w_a = torch.softmax(torch.randn(2, 4, generator=g, dtype=torch.float64), -1)
+    w_b = torch.softmax(torch.randn(2, 5, generator=g, dtype=torch.float64), -1)
+    q = torch.randn(2, 4, 8, generator=g, dtype=torch.float64)
+    k = torch.randn(2, 5, 8, generator=g, dtype=torch.float64)
+    plan = cross_modal_plan(q, k, w_a, w_b)
+    torch.testing.assert_close(plan.sum(-1), w_a)
+    torch.testing.assert_close(plan.sum((-2, -1)), torch.ones(2, dtype=torch.float64))
+    # No cross-modal affinity (q = 0): the plan is exactly the paper's outer product of pooled plans.
+    torch.testing.assert_close(cross_modal_plan(torch.zeros_like(q), k, w_a, w_b), w_a[:, :, None] * w_b[:, None, :])
+
+
+# ---------------------------------------------------------------------------------------- planners
+
+
+def test_student_refined_depends_on_teacher_tokens():
+    torch.manual_seed(0)
+    planner = SemanticPlanner(32, 48, dim=16, heads=4)
+    t, s = maps()
+    base = planner(t, s)
+    same = planner(t.clone(), s)
+    torch.testing.assert_close(same["student_refined"], base["student_refined"], rtol=0, atol=0)
+    other = planner(t + torch.randn_like(t), s)
+    assert not torch.allclose(other["student_refined"], base["student_refined"])
+    assert not torch.allclose(other["student_weights"], base["student_weights"])
+    # ...and the teacher side's weights depend on the student's tokens.
+    assert not torch.allclose(planner(t, s + torch.randn_like(s))["teacher_weights"], base["teacher_weights"])
+    torch.testing.assert_close(base["student_weights"].sum(-1), torch.ones(3))
+
+
+@pytest.mark.parametrize("planner_cls", PLANNERS)
+def test_gradients_reach_student_and_heads_not_teacher(planner_cls):
+    torch.manual_seed(0)
+    planner = planner_cls(32, 48, dim=16, heads=4)
+    t, s = maps()
+    t.requires_grad_(True)
+    s.requires_grad_(True)
+    losses = planner.ot_losses(planner(t, s))
+    (losses["ot1"] + losses["ot2"]).backward()
+    assert t.grad is None
+    assert s.grad is not None and s.grad.abs().sum() > 0
+    for name, p in planner.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("planner_cls", PLANNERS)
+@pytest.mark.parametrize(("hw_t", "hw_s"), [((1, 1), (1, 1)), ((2, 2), (2, 2)), ((2, 2), (1, 1)), ((1, 1), (3, 2))])
+def test_any_backbone_pair_runs(planner_cls, hw_t, hw_s):
+    """ResNet-like 512 channels vs ShuffleNet's 1024, 1×1 and 2×2 maps, n_t ≠ n_s."""
+    torch.manual_seed(0)
+    planner = planner_cls(512, 1024)
+    t, s = maps(b=4, c_t=512, c_s=1024, hw_t=hw_t, hw_s=hw_s)
+    s.requires_grad_(True)
+    out = planner(t, s)
+    n_t, n_s = hw_t[0] * hw_t[1], hw_s[0] * hw_s[1]
+    assert out["student_refined"].shape == (4, n_s, 256)
+    assert out["teacher_refined"].shape == (4, n_t if planner_cls is SemanticPlanner else n_s, 256)
+    assert out["student_pooled"].shape == out["teacher_pooled"].shape == (4, 256)
+    losses = planner.ot_losses(out)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert torch.isfinite(s.grad).all()
+
+
+def test_sinkhorn_plan_has_uniform_marginals():
+    torch.manual_seed(0)
+    planner = SinkhornPlanner(32, 48, dim=16, heads=4)
+    t, s = maps(hw_t=(4, 4), hw_s=(3, 3))
+    out = planner(t, s)
+    plan = out["plan"]
+    assert plan.shape == (3, 9, 16)
+    assert torch.isfinite(plan).all() and (plan >= 0).all()
+    torch.testing.assert_close(plan.sum(-1), torch.full((3, 9), 1 / 9), rtol=0, atol=1e-4)
+    torch.testing.assert_close(plan.sum(-2), torch.full((3, 16), 1 / 16), rtol=0, atol=1e-4)
+    assert not hasattr(planner, "qk_t")  # no dead query/key parameters
+
+
+def test_planner_rejects_bad_inputs():
+    with pytest.raises(ValueError, match="divisible"):
+        SemanticPlanner(8, 8, dim=10, heads=4)
+    with pytest.raises(ValueError, match=r"\(B, C, h, w\)"):
+        SemanticPlanner(8, 8, dim=8, heads=2)(torch.zeros(2, 8, 4), torch.zeros(2, 8, 1, 1))
+
+
+# ---------------------------------------------------------------------------------- transport cost
+
+
+def test_transport_cost_identical_and_shifted_clouds():
+    x = np.random.default_rng(4).normal(size=(60, 5))
+    v = np.array([1.0, -2.0, 0.5, 0.0, 3.0])
+    assert transport_cost(x, x) == pytest.approx(0.0, abs=1e-12)
+    # W2² of a translation by v is |v|²: the identity coupling is optimal.
+    assert transport_cost(x, x + v) == pytest.approx(float(v @ v), rel=1e-10)
+    assert transport_cost(torch.from_numpy(x).float(), torch.from_numpy(x + v).float()) == pytest.approx(
+        float(v @ v), rel=1e-5
+    )
+
+
+def test_sinkhorn_cost_is_close_to_and_not_below_exact():
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(80, 4)), rng.normal(size=(70, 4)) + 1.0
+    exact = transport_cost(x, y)
+    entropic = transport_cost(x, y, method="sinkhorn")
+    assert exact > 3.0  # the means differ by 1 in each of 4 dimensions
+    assert exact - 1e-6 <= entropic <= 1.5 * exact
+
+
+def test_transport_cost_subsampling_is_seeded():
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(size=(300, 3)), rng.normal(size=(300, 3))
+    a = transport_cost(x, y, max_samples=50, seed=1)
+    assert a == transport_cost(x, y, max_samples=50, seed=1)
+    assert a != transport_cost(x, y, max_samples=50, seed=2)
+
+
+def test_transport_cost_rejects_incomparable_inputs():
+    with pytest.raises(ValueError, match="shared"):
+        transport_cost(np.zeros((4, 3)), np.zeros((4, 5)))
+    with pytest.raises(ValueError, match="unknown method"):
+        transport_cost(np.zeros((4, 3)), np.zeros((4, 3)), method="gw")
+    with pytest.raises(ValueError, match="n_samples"):
+        transport_cost(np.zeros(4), np.zeros((4, 1)))
