@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ackd_bench.baselines.kd import class_logits, kd_loss
-from ackd_bench.benchmark.method import Batch, DataInfo, Method, register_method
+from ackd_bench.baselines.kd import kd_loss
+from ackd_bench.benchmark.method import Batch, DataInfo, Method, class_logits, register_method
 from ackd_bench.benchmark.models import Classifier
 
 

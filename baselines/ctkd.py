@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ackd_bench.baselines.kd import class_logits, kd_loss
+from ackd_bench.baselines.kd import kd_loss
 from ackd_bench.benchmark.method import Batch, DataInfo, Method, register_method
 from ackd_bench.benchmark.models import Classifier
 
@@ -120,7 +120,7 @@ class CTKD(Method):
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         cfg = self.cfg
         logits_s = self.student(batch.student_x).logits
-        logits_t = class_logits(self.teacher_forward(batch.teacher_x).logits, self.info.teacher_multilabel)
+        logits_t = self.teacher_logits(batch.teacher_x)
         tau = self.temperature(self.reversal_factor(batch.epoch))
         return {
             "ce": cfg.ce_weight * F.cross_entropy(logits_s, batch.labels),

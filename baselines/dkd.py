@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ackd_bench.baselines.kd import class_logits
 from ackd_bench.benchmark.method import Batch, DataInfo, Method, register_method
 from ackd_bench.benchmark.models import Classifier
 
@@ -107,7 +106,7 @@ class DKD(Method):
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         cfg = self.cfg
         logits_s = self.student(batch.student_x).logits
-        logits_t = class_logits(self.teacher_forward(batch.teacher_x).logits, self.info.teacher_multilabel)
+        logits_t = self.teacher_logits(batch.teacher_x)
         tckd, nckd = dkd_parts(logits_s, logits_t, batch.labels, temperature=cfg.temperature)
         ramp = self.warmup_factor(batch.progress)
         return {

@@ -10,24 +10,6 @@ from torch import Tensor
 from ackd_bench.benchmark.method import Batch, Method, register_method
 
 
-def class_logits(logits: Tensor, multilabel: bool) -> Tensor:
-    """Teacher scores as the logits of a distribution over classes.
-
-    A single-label teacher's logits pass through. A multi-label (BCE) teacher gives independent
-    per-class scores z; their sigmoid probabilities renormalised over the classes are its class
-    distribution, and ``log σ(z)`` are logits of exactly that distribution:
-    ``softmax(log σ(z)) = σ(z) / Σ_k σ(z_k)``. (The ACKD code softmaxes raw BCE scores instead.)
-
-    Args:
-        logits: (B, K) teacher logits.
-        multilabel: whether the teacher was trained with BCE.
-
-    Returns:
-        (B, K) logits whose softmax is the teacher's class distribution.
-    """
-    return F.logsigmoid(logits) if multilabel else logits
-
-
 def kd_loss(logits_s: Tensor, logits_t: Tensor, *, temperature: float | Tensor) -> Tensor:
     """Hinton et al. (2015) §2: KL(softmax(z_t/T) ‖ softmax(z_s/T)) · T², summed over classes, batch mean.
 
@@ -73,7 +55,7 @@ class KD(Method):
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         cfg = self.cfg
         logits_s = self.student(batch.student_x).logits
-        logits_t = class_logits(self.teacher_forward(batch.teacher_x).logits, self.info.teacher_multilabel)
+        logits_t = self.teacher_logits(batch.teacher_x)
         return {
             "ce": cfg.ce_weight * F.cross_entropy(logits_s, batch.labels),
             "kd": cfg.kd_weight * kd_loss(logits_s, logits_t, temperature=cfg.temperature),

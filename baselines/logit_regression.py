@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor
 
-from ackd_bench.baselines.kd import class_logits
 from ackd_bench.benchmark.method import Batch, Method, register_method
 
 
@@ -54,7 +53,7 @@ class LogitRegression(Method):
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         cfg = self.cfg
         logits_s = self.student(batch.student_x).logits
-        logits_t = class_logits(self.teacher_forward(batch.teacher_x).logits, self.info.teacher_multilabel)
+        logits_t = self.teacher_logits(batch.teacher_x)
         return {
             "ce": cfg.ce_weight * F.cross_entropy(logits_s, batch.labels),
             "logits": cfg.regression_weight * logit_regression_loss(logits_s, logits_t),

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor
 
-from ackd_bench.baselines.kd import class_logits, kd_loss
+from ackd_bench.baselines.kd import kd_loss
 from ackd_bench.benchmark.method import Batch, Method, register_method
 
 
@@ -71,7 +71,7 @@ class LSKD(Method):
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         cfg = self.cfg
         logits_s = self.student(batch.student_x).logits
-        logits_t = class_logits(self.teacher_forward(batch.teacher_x).logits, self.info.teacher_multilabel)
+        logits_t = self.teacher_logits(batch.teacher_x)
         return {
             "ce": cfg.ce_weight * F.cross_entropy(logits_s, batch.labels),
             "kd": cfg.kd_weight * lskd_loss(logits_s, logits_t, temperature=cfg.temperature, eps=cfg.eps),

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ackd_bench.benchmark.errors import AckdBenchError
@@ -63,6 +64,24 @@ class Batch:
     progress: float
 
 
+def class_logits(logits: Tensor, multilabel: bool) -> Tensor:
+    """Teacher scores as the logits of a distribution over classes.
+
+    A single-label teacher's logits pass through. A multi-label (BCE) teacher gives independent
+    per-class scores z; their sigmoid probabilities renormalised over the classes are its class
+    distribution, and ``log σ(z)`` are logits of exactly that distribution:
+    ``softmax(log σ(z)) = σ(z) / Σ_k σ(z_k)``. (The ACKD code softmaxes raw BCE scores instead.)
+
+    Args:
+        logits: (B, K) teacher logits.
+        multilabel: whether the teacher was trained with BCE.
+
+    Returns:
+        (B, K) logits whose softmax is the teacher's class distribution.
+    """
+    return F.logsigmoid(logits) if multilabel else logits
+
+
 @dataclass(frozen=True)
 class NoConfig:
     """A method without hyper-parameters."""
@@ -115,6 +134,10 @@ class Method(nn.Module):
     def teacher_forward(self, x: Tensor):
         """The frozen teacher's output (logits, pooled features, feature map) without gradients."""
         return self.teacher(x)
+
+    def teacher_logits(self, x: Tensor) -> Tensor:
+        """The frozen teacher's class logits (a multi-label teacher's scores made a class distribution)."""
+        return class_logits(self.teacher_forward(x).logits, self.info.teacher_multilabel)
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         """Named, already weighted scalar loss terms; the runner sums them."""

@@ -103,17 +103,22 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
         perm = torch.randperm(n_train, generator=gen).to(device)
         batches = [b for b in perm.split(profile.batch_size) if b.numel() > 1]  # BatchNorm needs 2+
         method.train()
-        sums: dict[str, float] = {}
+        sums: dict[str, Tensor] = {}
+        _sync(device)
+        t0 = time.perf_counter()
         for step, idx in enumerate(batches):
-            t0 = time.perf_counter()
             batch = make_batch(student_data, teacher_data if partners is not None else None, idx,
                                partners[idx] if partners is not None else idx, student_px=student_px,
                                teacher_px=teacher_px, augment=profile.augment, generator=gen, epoch=epoch,
                                progress=epoch + step / len(batches))
             terms = train_step(method, opt, batch, profile.precision, where=f"{desc}: epoch {epoch}, step {step}")
             for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            step_times.append(time.perf_counter() - t0)
+                # Kept on the device: the NaN check is the only read-back per step.
+                sums[k] = sums.get(k, 0.0) + v.detach().float()
+        _sync(device)
+        if batches:
+            step_times.append((time.perf_counter() - t0) / len(batches))
+        sums = {k: float(v) for k, v in sums.items()}
         val = evaluate(method, student_data, "val", student_px)
         record = {"epoch": epoch, "val_oa": val["oa"], **{k: v / max(len(batches), 1) for k, v in sums.items()}}
         state["history"].append(record)
@@ -132,8 +137,8 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
     method.student.load_state_dict(state["best"])
     val = evaluate(method, student_data, "val", student_px)
     test = evaluate(method, student_data, "test", student_px)  # once, at the selected epoch
-    # Skip the first steps in the step time: they include allocator and cuDNN warm-up.
-    warm = step_times[min(len(step_times) - 1, 3):] if step_times else [0.0]
+    # Per-epoch mean step times; the first epoch includes allocator and cuDNN warm-up.
+    warm = step_times[1:] or step_times or [0.0]
     return FitResult(selected_epoch=state["best_epoch"], val=val, test=test, history=state["history"],
                      step_s=float(np.median(warm)), total_s=time.perf_counter() - started)
 
@@ -170,6 +175,11 @@ def train_step(method: Method, opt: torch.optim.Optimizer, batch: Batch, precisi
     total.backward()
     opt.step()
     return terms
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _autocast(device: torch.device, precision: str):

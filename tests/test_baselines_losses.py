@@ -20,7 +20,8 @@ from ackd_bench.baselines.distilvpr import (
     to_poincare,
 )
 from ackd_bench.baselines.dkd import dkd_loss, dkd_parts, dkd_warmup_epochs
-from ackd_bench.baselines.kd import class_logits, kd_loss
+from ackd_bench.baselines.kd import kd_loss
+from ackd_bench.benchmark.method import class_logits
 from ackd_bench.baselines.logit_regression import logit_regression_loss
 from ackd_bench.baselines.lskd import lskd_loss, standardize_logits
 from ackd_bench.baselines.rkd import pairwise_distances, rkd_angle_loss, rkd_distance_loss
