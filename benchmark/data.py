@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ackd_bench.benchmark.dataset import SPLITS, Dataset
+from ackd_bench.benchmark.dataset import SPLITS, Dataset, label_sets
 from ackd_bench.benchmark.errors import AckdBenchError
 
 
@@ -31,6 +31,7 @@ class ModalityData:
         offset: added to the stored integers to get the original values.
         modality: "ms" or "rgb".
         ids: split -> sample_id of every row (host side; maps rows back to the sample table).
+        sets: split -> (N, K) float multi-hot class sets, for multi-label modalities only.
     """
 
     x: dict[str, Tensor]
@@ -40,6 +41,7 @@ class ModalityData:
     offset: float
     modality: str
     ids: dict[str, np.ndarray] = field(default_factory=dict)
+    sets: dict[str, Tensor] | None = None
 
     @property
     def channels(self) -> int:
@@ -73,6 +75,8 @@ def load_modality(ds: Dataset, modality: str, device: torch.device, *,
     """Copy one modality's splits onto ``device`` (once; the training loop never touches files)."""
     array = getattr(ds, modality)
     xs, ys, ids = {}, {}, {}
+    multi = ds.manifest["modalities"][modality]["label_type"] == "multi"
+    sets: dict[str, Tensor] | None = {} if multi else None
     offset = 0.0
     for split in SPLITS:
         chips, labels, rows = ds.subset(modality, split)
@@ -81,13 +85,15 @@ def load_modality(ds: Dataset, modality: str, device: torch.device, *,
             raise DataError(f"{ds.root}: the {modality} {split} split is empty; rebuild the dataset with more chips")
         if split == "train" and max_train_per_class:
             keep = _first_per_class(labels, max_train_per_class, seed)
-            chips, labels, sample_ids = chips[keep], labels[keep], sample_ids[keep]
+            chips, labels, sample_ids, rows = chips[keep], labels[keep], sample_ids[keep], rows.iloc[keep]
         if chips.dtype == np.uint16:
             chips = (chips.astype(np.int32) - 32768).astype(np.int16)
             offset = 32768.0
         xs[split] = torch.from_numpy(np.ascontiguousarray(chips)).to(device)
         ys[split] = torch.from_numpy(labels.astype(np.int64)).to(device)
         ids[split] = sample_ids
+        if sets is not None:
+            sets[split] = torch.from_numpy(label_sets(rows, len(ds.classes))).to(device)
     present = torch.bincount(ys["train"], minlength=len(ds.classes))
     if (present == 0).any():
         missing = [ds.classes[k] for k in torch.nonzero(present == 0).flatten().tolist()]
@@ -96,7 +102,8 @@ def load_modality(ds: Dataset, modality: str, device: torch.device, *,
     mean = train.mean(dim=(0, 2, 3))
     std = train.std(dim=(0, 2, 3)).clamp_min(1e-6)
     del array
-    return ModalityData(x=xs, y=ys, mean=mean.float(), std=std.float(), offset=offset, modality=modality, ids=ids)
+    return ModalityData(x=xs, y=ys, mean=mean.float(), std=std.float(), offset=offset, modality=modality, ids=ids,
+                        sets=sets)
 
 
 def _first_per_class(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -121,6 +128,31 @@ def true_partners(ds: Dataset, student: ModalityData, teacher: ModalityData) -> 
     position = {sid: i for i, sid in enumerate(teacher.ids["train"])}
     found = [position.get(pair_of.get(sid, ""), -1) for sid in student.ids["train"]]
     return torch.tensor(found, dtype=torch.int64, device=student.y["train"].device)
+
+
+def pair_carrying_class(student_labels: Tensor, teacher_sets: Tensor, generator: torch.Generator) -> Tensor:
+    """For every student sample, a uniformly random teacher sample whose class set carries its class.
+
+    The pairing policy for multi-label teachers: a teacher chip tagged {crop, water} may teach
+    a crop student and a water student alike.
+
+    Args:
+        student_labels: (N_s,) int64.
+        teacher_sets: (N_t, K) multi-hot class sets of the teacher samples.
+        generator: CPU generator.
+
+    Returns:
+        (N_s,) int64 indices into the teacher samples.
+    """
+    u = torch.rand(student_labels.shape[0], generator=generator, dtype=torch.float64).to(student_labels.device)
+    out = torch.empty_like(student_labels)
+    for k in torch.unique(student_labels).tolist():
+        carriers = torch.nonzero(teacher_sets[:, k] > 0).flatten()
+        if carriers.numel() == 0:
+            raise DataError(f"no teacher sample carries class {k}")
+        mine = student_labels == k
+        out[mine] = carriers[torch.minimum((u[mine] * carriers.numel()).long(), torch.tensor(carriers.numel() - 1))]
+    return out
 
 
 def pair_same_class(student_labels: Tensor, teacher_labels: Tensor, generator: torch.Generator) -> Tensor:

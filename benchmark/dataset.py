@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -190,6 +191,18 @@ def verify_dataset(path: Path) -> dict[str, Any]:
         DatasetCorruptError: The first problem found, naming the file and the reason.
     """
     return read_dataset_parts(path, verify=True)[3]
+
+
+def label_sets(rows: gpd.GeoDataFrame, n_classes: int) -> np.ndarray:
+    """(N, K) float32 multi-hot class sets of sample rows: their ``labels`` lists when the
+    modality is multi-label (non-empty entries), else one-hot of ``label``."""
+    sets = np.zeros((len(rows), n_classes), dtype=np.float32)
+    sets[np.arange(len(rows)), rows["label"].to_numpy(dtype=np.int64)] = 1.0
+    if "labels" in rows.columns:
+        for i, text in enumerate(rows["labels"]):
+            if text:
+                sets[i, json.loads(text)] = 1.0
+    return sets
 
 
 def is_complete_dataset(path: Path) -> bool:

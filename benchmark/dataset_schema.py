@@ -15,7 +15,7 @@ import pandas as pd
 SCHEMA_VERSION = 1
 MODALITIES = ("ms", "rgb")
 SPLITS = ("train", "val", "test")
-LABEL_TYPES = ("single",)
+LABEL_TYPES = ("single", "multi")
 MANIFEST_FILE = "dataset.json"
 SAMPLES_FILE = "samples.parquet"
 CHECKSUMS_FILE = "checksums.sha256"
@@ -42,7 +42,9 @@ SAMPLE_COLUMNS: dict[str, str] = {
 # Optional columns: present in some datasets only. ``pair_id``: for an RGB chip of a ``paired`` or
 # ``partial:F`` dataset, the sample_id of its co-located MS chip ("" when it has none; always ""
 # on MS rows). Asymmetric datasets omit the column, so their fingerprints do not change.
-OPTIONAL_SAMPLE_COLUMNS: dict[str, str] = {"pair_id": "str"}
+# ``labels``: required when a modality is multi-label: a JSON list of the chip's class ids
+# (sorted, unique, containing ``label``, its primary class); "" on rows of single-label modalities.
+OPTIONAL_SAMPLE_COLUMNS: dict[str, str] = {"pair_id": "str", "labels": "str"}
 FRACTION_COLUMNS = ("cloud_fraction", "nodata_fraction", "purity")
 MANIFEST_KEYS = ("name", "version", "taxonomy", "modalities", "consistency", "provenance", "splits")
 MODALITY_KEYS = ("collection", "bands", "gsd", "dtype", "scale", "offset", "chip_px", "label_type")
@@ -158,6 +160,7 @@ def check_samples(samples: gpd.GeoDataFrame, manifest: dict[str, Any], *, strict
         _check_column(samples[column], column, kind, strict_dtypes)
     if "pair_id" in optional:
         _check_pairs(samples)
+    _check_multilabels(samples, manifest, "labels" in optional)
     if samples["sample_id"].duplicated().any():
         duplicate = samples.loc[samples["sample_id"].duplicated(), "sample_id"].iloc[0]
         raise FormatViolation(file, f"sample_id {duplicate!r} is not unique")
@@ -188,6 +191,29 @@ def check_samples(samples: gpd.GeoDataFrame, manifest: dict[str, Any], *, strict
         index = np.sort(samples.loc[samples["modality"] == modality, "array_index"].to_numpy())
         if not np.array_equal(index, np.arange(len(index))):
             raise FormatViolation(file, f"array_index of {modality} rows must be 0..N-1, each once")
+
+
+def _check_multilabels(samples: gpd.GeoDataFrame, manifest: dict[str, Any], present: bool) -> None:
+    """Multi-label modalities carry ``labels`` (class-id lists holding ``label``); others carry ""."""
+    multi = {m for m, spec in manifest["modalities"].items() if spec["label_type"] == "multi"}
+    if not multi:
+        return
+    if not present:
+        raise FormatViolation(SAMPLES_FILE, f"modalities {sorted(multi)} are multi-label but there is no 'labels' column")
+    n_classes = len(manifest["taxonomy"])
+    for row in samples.itertuples(index=False):
+        if row.modality not in multi:
+            if row.labels != "":
+                raise FormatViolation(SAMPLES_FILE, f"sample {row.sample_id!r}: 'labels' must be empty (single-label)")
+            continue
+        try:
+            ids = json.loads(row.labels)
+        except json.JSONDecodeError:
+            ids = None
+        if (not isinstance(ids, list) or not ids or ids != sorted(set(ids))
+                or not all(type(k) is int and 0 <= k < n_classes for k in ids) or row.label not in ids):
+            raise FormatViolation(SAMPLES_FILE, f"sample {row.sample_id!r}: labels {row.labels!r} must be a sorted "
+                                  f"JSON list of unique class ids in 0..{n_classes - 1} containing label {row.label}")
 
 
 def _check_pairs(samples: gpd.GeoDataFrame) -> None:
@@ -328,6 +354,7 @@ def fingerprint_records(samples: pd.DataFrame) -> list[dict[str, Any]]:
                 "array_index": int(row.array_index),
                 # Only datasets with pairs carry the field, so others keep their fingerprints.
                 **({"pair_id": str(row.pair_id)} if hasattr(row, "pair_id") else {}),
+                **({"labels": str(row.labels)} if hasattr(row, "labels") else {}),
             }
         )
     return records

@@ -53,6 +53,8 @@ class Batch:
         teacher_index: (B,) int64 positions of the paired teacher samples in the MS training split.
         epoch: 0-based epoch.
         progress: fractional epoch (epoch + step / steps_per_epoch), for smooth schedules.
+        label_sets: (B, K) float multi-hot targets when the trained model's modality is
+            multi-label (teacher training with BCE); None otherwise.
     """
 
     student_x: Tensor
@@ -62,6 +64,7 @@ class Batch:
     teacher_index: Tensor
     epoch: int
     progress: float
+    label_sets: Tensor | None = None
 
 
 def class_logits(logits: Tensor, multilabel: bool) -> Tensor:

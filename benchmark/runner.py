@@ -23,6 +23,7 @@ from ackd_bench.benchmark.train import fit
 from ackd_bench.benchmark.version import package_version
 
 PAIRING_POLICY = "random-same-class-per-epoch"
+MULTILABEL_POLICY = "random-carrying-class-per-epoch"
 TRUE_PAIRS_POLICY = "true-pairs, else random-same-class-per-epoch"
 
 
@@ -61,7 +62,7 @@ def run_experiment(dataset: Path, *, method: str, arch: str, teacher_arch: str |
         teacher, tmeta = get_teacher(ds, ms, teacher_arch, seed, profile, checkpoint=teacher_checkpoint,
                                      progress=progress)
         info = DataInfo(n_classes=len(ds.classes), student_channels=rgb.channels, teacher_channels=ms.channels,
-                        class_names=tuple(ds.classes), epochs=profile.epochs)
+                        class_names=tuple(ds.classes), epochs=profile.epochs, teacher_multilabel=ms.sets is not None)
         student = create_classifier(arch, rgb.channels, len(ds.classes), seed=seed).to(dev)
         m = create_method(method, student=student, teacher=teacher, info=info, **(method_options or {})).to(dev)
         run_id = f"{ds.manifest['name']}-{ds.fingerprint[:8]}__{teacher_arch}__{arch}__{method}__seed{seed}"
@@ -70,7 +71,8 @@ def run_experiment(dataset: Path, *, method: str, arch: str, teacher_arch: str |
         fitted = fit(m, rgb, ms, profile, seed=seed, student_px=profile.student_px, teacher_px=profile.teacher_px,
                      epochs=profile.epochs, checkpoint=ckpt, resume=resume, progress=progress,
                      desc=f"{method} seed {seed}", fixed_partners=pairs)
-        pairing = "none" if not m.uses_teacher else (TRUE_PAIRS_POLICY if pairs is not None else PAIRING_POLICY)
+        pairing = ("none" if not m.uses_teacher else TRUE_PAIRS_POLICY if pairs is not None
+                   else MULTILABEL_POLICY if ms.sets is not None else PAIRING_POLICY)
         result = {
             "schema_version": RESULT_SCHEMA_VERSION,
             "run_id": run_id,

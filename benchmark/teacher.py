@@ -60,7 +60,8 @@ def get_teacher(ds: Dataset, ms: ModalityData, arch: str, seed: int, profile: Pr
         raise TrainingError(f"teacher checkpoint {checkpoint} (or its {meta_path.name}) does not exist")
 
     info = DataInfo(n_classes=len(ds.classes), student_channels=ms.channels, teacher_channels=ms.channels,
-                    class_names=tuple(ds.classes), epochs=profile.teacher_epochs)
+                    class_names=tuple(ds.classes), epochs=profile.teacher_epochs,
+                    teacher_multilabel=ms.sets is not None)
     result = fit(Supervised(model, info), ms, None, profile, seed=seed, student_px=profile.teacher_px,
                  teacher_px=profile.teacher_px, epochs=profile.teacher_epochs, progress=progress,
                  desc=f"teacher {arch}")
@@ -70,6 +71,7 @@ def get_teacher(ds: Dataset, ms: ModalityData, arch: str, seed: int, profile: Pr
     os.replace(tmp, weights)
     meta = {
         "arch": arch, "seed": seed, "profile": profile.name, "epochs": profile.teacher_epochs,
+        "loss": "bce" if ms.sets is not None else "ce",
         "dataset_fingerprint": ds.fingerprint, "checkpoint_sha256": sha256_file(weights),
         "selected_epoch": result.selected_epoch, "val_oa": result.val["oa"], "test_oa": result.test["oa"],
         "val": result.val, "test": result.test, "train_s": result.total_s,

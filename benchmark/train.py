@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ackd_bench.benchmark.data import ModalityData, pair_same_class
+from ackd_bench.benchmark.data import ModalityData, pair_carrying_class, pair_same_class
 from ackd_bench.benchmark.errors import AckdBenchError
 from ackd_bench.benchmark.method import Batch, DataInfo, Method, NoConfig
 from ackd_bench.benchmark.models import Classifier
@@ -27,9 +27,12 @@ class TrainingError(AckdBenchError):
 
 
 class Supervised(Method):
-    """Plain cross-entropy training of one classifier: how teachers are trained (not registered)."""
+    """Plain supervised training of one classifier: how teachers are trained (not registered).
 
-    description = "cross-entropy on the model's own modality"
+    Cross-entropy on single labels; binary cross-entropy on the class sets of multi-label data.
+    """
+
+    description = "cross-entropy (BCE for multi-label data) on the model's own modality"
     paper = "-"
     uses_teacher = False
 
@@ -37,7 +40,10 @@ class Supervised(Method):
         super().__init__(model, None, info, NoConfig())
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
-        return {"ce": F.cross_entropy(self.student(batch.student_x).logits, batch.labels)}
+        logits = self.student(batch.student_x).logits
+        if batch.label_sets is not None:
+            return {"bce": F.binary_cross_entropy_with_logits(logits, batch.label_sets)}
+        return {"ce": F.cross_entropy(logits, batch.labels)}
 
 
 @dataclass
@@ -97,7 +103,10 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
         method.on_epoch_start(epoch, {"epochs": epochs})
         partners = None
         if method.uses_teacher:
-            partners = pair_same_class(student_data.y["train"], teacher_data.y["train"], gen)
+            if teacher_data.sets is not None:  # a multi-label teacher: any chip carrying the class
+                partners = pair_carrying_class(student_data.y["train"], teacher_data.sets["train"], gen)
+            else:
+                partners = pair_same_class(student_data.y["train"], teacher_data.y["train"], gen)
             if fixed_partners is not None:
                 partners = torch.where(fixed_partners >= 0, fixed_partners, partners)
         perm = torch.randperm(n_train, generator=gen).to(device)
@@ -154,6 +163,7 @@ def make_batch(student_data: ModalityData, teacher_data: ModalityData | None, id
         teacher_x=(teacher_data.batch("train", teacher_idx, px=teacher_px, augment=augment, generator=generator)
                    if teacher_data is not None else torch.empty(0, device=device)),
         index=idx, teacher_index=teacher_idx, epoch=epoch, progress=progress,
+        label_sets=student_data.sets["train"][idx] if student_data.sets is not None else None,
     )
 
 
