@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from ackd_bench.benchmark.data import ModalityData
 from ackd_bench.benchmark.dataset import Dataset, atomic_write_text, sha256_file
