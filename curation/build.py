@@ -71,9 +71,9 @@ def build_dataset(preset: Preset, out: Path, *, workers: int = 4, progress: bool
         BuildError: the catalogue cannot provide a class at all, or the preset is inconsistent.
     """
     out = Path(out)
-    _check_out(out)
+    complete = _check_out(out)
     _check_disjoint(preset)
-    if not force and (done := _finished_build(out, preset)) is not None:
+    if complete and not force and (done := _finished_build(out, preset)) is not None:
         return done
     catalog_url, extra = _resolve_catalog(preset, progress)
     key = hashlib.sha256(json.dumps([preset.to_dict(), extra], sort_keys=True).encode()).hexdigest()[:12]
@@ -109,22 +109,24 @@ def build_dataset(preset: Preset, out: Path, *, workers: int = 4, progress: bool
 
 
 def _finished_build(out: Path, preset: Preset) -> BuildReport | None:
-    """The report of a complete dataset at ``out`` built from the same preset, else None."""
-    if not is_complete_dataset(out):
-        return None
+    """The report of the (verified, complete) dataset at ``out`` if the same preset built it, else None."""
     manifest = json.loads((out / "dataset.json").read_text())
     if manifest["provenance"].get("preset") != preset.to_dict():
         return None
     return BuildReport(out=out, fingerprint=manifest["fingerprint"], counts=manifest["counts"])
 
 
-def _check_out(out: Path) -> None:
+def _check_out(out: Path) -> bool:
+    """Refuse a file or a foreign folder at ``out``; True when it holds a complete dataset (verified once)."""
     if out.exists() and not out.is_dir():
         raise DatasetExistsError(f"--out {out} is a file; choose a directory path")
-    if out.is_dir() and any(out.iterdir()) and not is_complete_dataset(out):
+    if not (out.is_dir() and any(out.iterdir())):
+        return False
+    if not is_complete_dataset(out):
         raise DatasetExistsError(
             f"--out {out} is a non-empty directory that is not an ackd-bench dataset; choose another path"
         )
+    return True
 
 
 def _check_disjoint(preset: Preset) -> None:

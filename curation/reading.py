@@ -12,7 +12,7 @@ import rasterio.errors
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
-from rasterio.windows import Window, from_bounds
+from rasterio.windows import from_bounds
 
 from ackd_bench.curation.presets import ModalitySpec
 
@@ -115,7 +115,6 @@ def read_window(href: str, index: int, crs: str, bounds: tuple[float, float, flo
             if not inside:
                 return None
             resampling = _resampling_for(ds, gsd, categorical)
-            window = Window(window.col_off, window.row_off, window.width, window.height)
             values = ds.read(index, window=window, out_shape=(px, px), resampling=resampling)
             valid = ds.read_masks(index, window=window, out_shape=(px, px), resampling=Resampling.nearest) > 0
             return values, valid
