@@ -23,12 +23,12 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
-DEMO_METHODS ?= student-only kd dkd
+DEMO_METHODS ?= student-only kd dkd sembridge
 DEMO_ARCH ?= resnet18
 DEMO_PROFILE ?= smoke
 RESULTS ?= results/demo
 
-# Builds (or verifies) the demo dataset, trains the MS teacher once, runs three methods on the
+# Builds (or verifies) the demo dataset, trains the MS teacher once, runs four methods on the
 # RGB student and prints the results table.
 demo: install
 	$(BIN)/ackd-bench build-dataset --catalog demo --out $(DATA)/demo

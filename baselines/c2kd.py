@@ -145,8 +145,8 @@ class C2KD(Method):
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         cfg = self.cfg
         T, y = cfg.temperature, batch.labels
-        out_s = self.student(batch.student_x)
-        out_t = self.teacher_forward(batch.teacher_x)
+        out_s = self.student_out(batch)
+        out_t = self.teacher_out(batch)
         z_s = out_s.logits
         z_t = class_logits(out_t.logits, self.info.teacher_multilabel)
         proxy_s = self.student_proxy(out_s.features)

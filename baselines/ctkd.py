@@ -119,8 +119,8 @@ class CTKD(Method):
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         cfg = self.cfg
-        logits_s = self.student(batch.student_x).logits
-        logits_t = self.teacher_logits(batch.teacher_x)
+        logits_s = self.student_out(batch).logits
+        logits_t = self.teacher_class_logits(batch)
         tau = self.temperature(self.reversal_factor(batch.epoch))
         return {
             "ce": cfg.ce_weight * F.cross_entropy(logits_s, batch.labels),

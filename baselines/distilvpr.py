@@ -197,9 +197,9 @@ class DistilVPR(Method):
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         cfg = self.cfg
         c = cfg.curvature
-        out = self.student(batch.student_x)
+        out = self.student_out(batch)
         emb_s = F.normalize(self.projection(out.features), dim=1)
-        emb_t = F.normalize(self.teacher_forward(batch.teacher_x).features, dim=1)
+        emb_t = F.normalize(self.teacher_out(batch).features, dim=1)
         losses = {
             "ce": cfg.ce_weight * F.cross_entropy(out.logits, batch.labels),
             "rkdg_distance": cfg.rkdg_weight * rkd_distance_loss(emb_s, emb_t),

@@ -105,8 +105,8 @@ class DKD(Method):
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         cfg = self.cfg
-        logits_s = self.student(batch.student_x).logits
-        logits_t = self.teacher_logits(batch.teacher_x)
+        logits_s = self.student_out(batch).logits
+        logits_t = self.teacher_class_logits(batch)
         tckd, nckd = dkd_parts(logits_s, logits_t, batch.labels, temperature=cfg.temperature)
         ramp = self.warmup_factor(batch.progress)
         return {

@@ -70,8 +70,8 @@ class LSKD(Method):
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         cfg = self.cfg
-        logits_s = self.student(batch.student_x).logits
-        logits_t = self.teacher_logits(batch.teacher_x)
+        logits_s = self.student_out(batch).logits
+        logits_t = self.teacher_class_logits(batch)
         return {
             "ce": cfg.ce_weight * F.cross_entropy(logits_s, batch.labels),
             "kd": cfg.kd_weight * lskd_loss(logits_s, logits_t, temperature=cfg.temperature, eps=cfg.eps),

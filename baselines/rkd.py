@@ -105,8 +105,8 @@ class RKD(Method):
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         cfg = self.cfg
-        out = self.student(batch.student_x)
-        feat_t = self.teacher_forward(batch.teacher_x).features
+        out = self.student_out(batch)
+        feat_t = self.teacher_out(batch).features
         return {
             "ce": cfg.ce_weight * F.cross_entropy(out.logits, batch.labels),
             "rkd_distance": cfg.distance_weight * rkd_distance_loss(out.features, feat_t, eps=cfg.eps),

@@ -27,5 +27,5 @@ class StudentOnly(Method):
     uses_teacher = False
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
-        logits = self.student(batch.student_x).logits
+        logits = self.student_out(batch).logits
         return {"ce": self.cfg.ce_weight * F.cross_entropy(logits, batch.labels)}

@@ -121,18 +121,26 @@ def presets_cmd() -> None:
 
 
 @main.command("methods")
-def methods_cmd() -> None:
-    """List the registered KD methods with a one-line description and the paper.
+@click.argument("pattern", required=False, default="*")
+def methods_cmd(pattern) -> None:
+    """List the registered KD methods (matching a glob PATTERN) with a one-line description and the paper.
+
+    SemBridge is a plug-in: ``sembridge+<method>`` exists for every base method.
 
     \b
     Example:
       ackd-bench methods
+      ackd-bench methods 'sembridge*'
     """
     from ackd_bench.benchmark.method import get_method_class, list_methods
 
-    for name in list_methods():
+    names = list_methods(pattern)
+    if not names:
+        raise click.UsageError(f"no method matches {pattern!r}; `ackd-bench methods` lists them all")
+    width = max(14, *(len(n) + 1 for n in names))
+    for name in names:
         cls = get_method_class(name)
-        click.echo(f"{name:<14} {cls.description}\n{'':<14} {cls.paper}")
+        click.echo(f"{name:<{width}} {cls.description}\n{'':<{width}} {cls.paper}")
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -179,15 +187,28 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
 @click.option("--teacher-checkpoint", type=click.Path(path_type=Path), default=None,
               help="Use this teacher (.safetensors with its .json) instead of the cached one.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Override a method option.")
+@click.option("--no-ssm", is_flag=True, help="SemBridge ablation: random same-class initial partners, no matcher.")
+@click.option("--no-dynm", is_flag=True, help="SemBridge ablation: never re-match during training.")
+@click.option("--no-ot1", is_flag=True, help="SemBridge ablation: drop L_ot1 (CORAL of plan-refined tokens).")
+@click.option("--no-ot2", is_flag=True, help="SemBridge ablation: drop L_ot2 (CORAL of pooled embeddings).")
+@click.option("--planner", type=click.Choice(["attention", "sinkhorn"]), default=None,
+              help="SemBridge planner: learned attention plans (paper) or POT Sinkhorn. [default: attention]")
+@click.option("--weighting", type=click.Choice(["paper", "official"]), default=None,
+              help="SemBridge loss weights: paper (λ1, 1−λ1) or the authors' code's 0.3/0.4/0.003. [default: paper]")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_friendly_errors
 def run_cmd(method, arch, teacher_arch, dataset, seeds, profile_name, epochs, device, precision, out, resume,
-            teacher_checkpoint, options, quiet) -> None:
+            teacher_checkpoint, options, no_ssm, no_dynm, no_ot1, no_ot2, planner, weighting, quiet) -> None:
     """Train the MS teacher (cached) and an RGB student with one method; write RunResult JSON per seed.
+
+    Options given with --option or the SemBridge switches become part of the run's label
+    (e.g. ``sembridge[ssm=false]``), so ablations are separate rows of the table.
 
     \b
     Example:
       ackd-bench run --method dkd --arch resnet18 --seeds 0,1,2 --profile fast
+      ackd-bench run --method sembridge --arch resnet18 --seeds 0,1,2 --profile fast
+      ackd-bench run --method sembridge+dkd --arch resnet18 --no-dynm --planner sinkhorn
       ackd-bench run --method kd --arch mobilenetv2_100 --teacher-arch resnet34 --device cuda --profile paper
     """
     from ackd_bench.benchmark.protocol import get_profile
@@ -195,6 +216,15 @@ def run_cmd(method, arch, teacher_arch, dataset, seeds, profile_name, epochs, de
 
     seed_list = _parse_seeds(seeds)
     option_map = _parse_options(options)
+    switches = {"ssm": False if no_ssm else None, "dynm": False if no_dynm else None,
+                "ot1": False if no_ot1 else None, "ot2": False if no_ot2 else None,
+                "planner": planner, "weighting": weighting}
+    switches = {k: v for k, v in switches.items() if v is not None}
+    if switches and not (method == "sembridge" or method.startswith("sembridge+")):
+        flags = ", ".join(f"--{k.replace('_', '-')}" if k in ("planner", "weighting") else f"--no-{k}" for k in switches)
+        raise click.UsageError(f"{flags} apply to SemBridge methods only (sembridge, sembridge+<method>), "
+                               f"not to {method!r}")
+    option_map.update(switches)
     if not (dataset / "dataset.json").exists() and dataset == Path("data/demo"):
         from ackd_bench.curation.build import build_dataset as run_build
         from ackd_bench.curation.presets import get_preset

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ackd_bench.benchmark.errors import AckdBenchError
-from ackd_bench.benchmark.models import Classifier
+from ackd_bench.benchmark.models import Classifier, ModelOutput
+
+if TYPE_CHECKING:
+    from ackd_bench.benchmark.data import ModalityData
 
 
 class MethodError(AckdBenchError):
@@ -55,6 +59,9 @@ class Batch:
         progress: fractional epoch (epoch + step / steps_per_epoch), for smooth schedules.
         label_sets: (B, K) float multi-hot targets when the trained model's modality is
             multi-label (teacher training with BCE); None otherwise.
+        cache: network outputs of this batch, filled by :meth:`Method.student_out` and
+            :meth:`Method.teacher_out`, so a method wrapping another one (SemBridge over a base KD
+            method) reuses the base's forward passes instead of running the networks twice.
     """
 
     student_x: Tensor
@@ -65,6 +72,7 @@ class Batch:
     epoch: int
     progress: float
     label_sets: Tensor | None = None
+    cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 def class_logits(logits: Tensor, multilabel: bool) -> Tensor:
@@ -111,6 +119,7 @@ class Method(nn.Module):
     paper: ClassVar[str] = ""
     Config: ClassVar[type] = NoConfig
     uses_teacher: ClassVar[bool] = True
+    is_plugin: ClassVar[bool] = False  # a plug-in over another method (SemBridge); plug-ins do not nest
 
     def __init__(self, student: Classifier, teacher: Classifier | None, info: DataInfo, cfg: Any) -> None:
         super().__init__()
@@ -142,12 +151,54 @@ class Method(nn.Module):
         """The frozen teacher's class logits (a multi-label teacher's scores made a class distribution)."""
         return class_logits(self.teacher_forward(x).logits, self.info.teacher_multilabel)
 
+    def student_out(self, batch: Batch) -> ModelOutput:
+        """The student's output on ``batch.student_x``, computed once per batch (with gradients)."""
+        out = batch.cache.get("student")
+        if out is None:
+            out = batch.cache["student"] = self.student(batch.student_x)
+        return out
+
+    def teacher_out(self, batch: Batch) -> ModelOutput:
+        """The frozen teacher's output on ``batch.teacher_x``, computed once per batch (no gradients)."""
+        out = batch.cache.get("teacher")
+        if out is None:
+            out = batch.cache["teacher"] = self.teacher_forward(batch.teacher_x)
+        return out
+
+    def teacher_class_logits(self, batch: Batch) -> Tensor:
+        """:meth:`teacher_logits` of the batch's teacher chips, from the per-batch cache."""
+        return class_logits(self.teacher_out(batch).logits, self.info.teacher_multilabel)
+
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         """Named, already weighted scalar loss terms; the runner sums them."""
         raise NotImplementedError
 
-    def on_epoch_start(self, epoch: int, ctx: dict[str, Any]) -> None:
-        """Hook called before each epoch (re-matching, curricula). ``ctx`` carries runner state."""
+    def prepare(self, student_data: ModalityData, teacher_data: ModalityData | None, ctx: dict[str, Any]) -> None:
+        """Hook called once before training (and before a checkpoint is restored).
+
+        Methods that choose their own teacher partners (SemBridge's matching) build their state
+        here. ``ctx`` holds ``seed``, ``epochs``, ``student_px``, ``teacher_px``, ``progress``
+        and whatever the runner knows about the dataset (``fingerprint``, ``teacher_bands``).
+        Buffers created here are part of the checkpoint, so they must be registered before it loads.
+        """
+
+    def on_epoch_start(self, epoch: int, ctx: dict[str, Any]) -> dict[str, float] | None:
+        """Hook called before each epoch (re-matching, curricula). ``ctx`` carries runner state.
+
+        Returns:
+            Numbers to record in this epoch's history row (e.g. the share of re-matched
+            partners), or None.
+        """
+        return None
+
+    def epoch_partners(self, epoch: int) -> Tensor | None:
+        """Teacher partners (indices into the teacher's training rows) of every student training chip
+        for this epoch, or None for the runner's pairing policy (fresh random same-class partners)."""
+        return None
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Method-specific numbers for the RunResult, called once after training (best weights loaded)."""
+        return {}
 
     def predict(self, x: Tensor) -> Tensor:
         """Student logits for evaluation."""
@@ -155,6 +206,9 @@ class Method(nn.Module):
 
 
 _REGISTRY: dict[str, type[Method]] = {}
+# Plug-ins: "<prefix>+<base>" names a method built from a plug-in and any registered base method
+# (SemBridge over DKD is "sembridge+dkd"); the classes are made on first use.
+_PLUGINS: dict[str, Callable[[type[Method]], type[Method]]] = {}
 
 
 def register_method(name: str):
@@ -172,22 +226,47 @@ def register_method(name: str):
     return wrap
 
 
+def register_plugin(prefix: str, factory: Callable[[type[Method]], type[Method]]) -> None:
+    """Make ``"<prefix>+<base>"`` a method for every registered base: ``factory(base_class)`` builds its class.
+
+    The factory returns an unregistered Method subclass; it is registered under the combined
+    name the first time that name is asked for.
+    """
+    if "+" in prefix or not prefix:
+        raise MethodError(f"plug-in prefix {prefix!r} must be non-empty and contain no '+'")
+    if prefix in _PLUGINS and _PLUGINS[prefix] is not factory:
+        raise MethodError(f"plug-in {prefix!r} is registered twice")
+    _PLUGINS[prefix] = factory
+
+
 def _load_builtin_methods() -> None:
-    # Importing the packages runs their @register_method decorators.
+    # Importing the packages runs their @register_method / register_plugin calls.
     import ackd_bench.baselines  # noqa: F401
+    import ackd_bench.sembridge.method  # noqa: F401
+
+
+def _base_methods() -> list[str]:
+    """Methods a plug-in can wrap: every registered method that is not itself a plug-in's product."""
+    return sorted(n for n, cls in _REGISTRY.items() if "+" not in n and not cls.is_plugin)
 
 
 def list_methods(pattern: str = "*") -> list[str]:
     """Registered method names matching a glob pattern, sorted."""
     _load_builtin_methods()
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    names = set(_REGISTRY) | {f"{p}+{b}" for p in _PLUGINS for b in _base_methods()}
+    return sorted(n for n in names if fnmatch.fnmatch(n, pattern))
 
 
 def get_method_class(name: str) -> type[Method]:
     """The class registered under ``name``; the error lists the known names."""
     _load_builtin_methods()
+    if name not in _REGISTRY and "+" in name:
+        prefix, base = name.split("+", 1)
+        if prefix in _PLUGINS and base in _base_methods():
+            register_method(name)(_PLUGINS[prefix](_REGISTRY[base]))
     if name not in _REGISTRY:
-        raise MethodError(f"unknown method {name!r}; known methods: {', '.join(sorted(_REGISTRY))}")
+        plugins = "; plug-ins: " + ", ".join(f"{p}+<method>" for p in sorted(_PLUGINS)) if _PLUGINS else ""
+        raise MethodError(f"unknown method {name!r}; known methods: {', '.join(_base_methods())}{plugins}")
     return _REGISTRY[name]
 
 

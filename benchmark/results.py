@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,17 @@ def result_filename(result: dict[str, Any]) -> str:
     """A stable file name: dataset, teacher→student, method, seed."""
     d = result["dataset"]
     return (f"{d['name']}-{d['fingerprint'][:8]}__{result['teacher']['arch']}__{result['student']['arch']}"
-            f"__{result['method']['name']}__seed{result['seed']}.json")
+            f"__{_safe(run_label(result))}__seed{result['seed']}.json")
+
+
+def run_label(result: dict[str, Any]) -> str:
+    """The method label a run is tabulated under (``method.label``, else the method name)."""
+    return result["method"].get("label") or result["method"]["name"]
+
+
+def _safe(text: str) -> str:
+    """A file-name-safe version of a label (``/``, spaces and the like become ``_``)."""
+    return re.sub(r"[^A-Za-z0-9._+=,\[\]-]", "_", text)
 
 
 def write_run_result(out_dir: Path, result: dict[str, Any]) -> Path:

@@ -52,6 +52,7 @@ def run_experiment(dataset: Path, *, method: str, arch: str, teacher_arch: str |
         The RunResult dicts, in seed order (each also written to ``out``).
     """
     method_config(method, method_options)  # unknown names and options fail before any data is loaded
+    label = method_label(method, method_options)
     teacher_arch = teacher_arch or arch
     dev = resolve_device(device)
     ds = load_dataset(dataset)
@@ -65,19 +66,23 @@ def run_experiment(dataset: Path, *, method: str, arch: str, teacher_arch: str |
                         class_names=tuple(ds.classes), epochs=profile.epochs, teacher_multilabel=ms.sets is not None)
         student = create_classifier(arch, rgb.channels, len(ds.classes), seed=seed).to(dev)
         m = create_method(method, student=student, teacher=teacher, info=info, **(method_options or {})).to(dev)
-        run_id = f"{ds.manifest['name']}-{ds.fingerprint[:8]}__{teacher_arch}__{arch}__{method}__seed{seed}"
+        run_id = f"{ds.manifest['name']}-{ds.fingerprint[:8]}__{teacher_arch}__{arch}__{label}__seed{seed}"
         ckpt = Path(out) / "checkpoints" / f"{run_id}.pt"
         pairs = true_partners(ds, rgb, ms)
         fitted = fit(m, rgb, ms, profile, seed=seed, student_px=profile.student_px, teacher_px=profile.teacher_px,
                      epochs=profile.epochs, checkpoint=ckpt, resume=resume, progress=progress,
-                     desc=f"{method} seed {seed}", fixed_partners=pairs)
-        pairing = ("none" if not m.uses_teacher else TRUE_PAIRS_POLICY if pairs is not None
+                     desc=f"{method} seed {seed}", fixed_partners=pairs,
+                     context={"fingerprint": ds.fingerprint,
+                              "teacher_bands": list(ds.manifest["modalities"]["ms"].get("bands", []))})
+        own_policy = getattr(m, "pairing_policy", None)
+        pairing = ("none" if not m.uses_teacher else own_policy if own_policy
+                   else TRUE_PAIRS_POLICY if pairs is not None
                    else MULTILABEL_POLICY if ms.sets is not None else PAIRING_POLICY)
         result = {
             "schema_version": RESULT_SCHEMA_VERSION,
             "run_id": run_id,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "method": {"name": method, "config": _jsonable(asdict(m.cfg)), "paper": m.paper},
+            "method": {"name": method, "label": label, "config": _jsonable(asdict(m.cfg)), "paper": m.paper},
             "teacher": {"arch": teacher_arch, "checkpoint_sha256": tmeta["checkpoint_sha256"],
                         "metrics": {"val_oa": tmeta["val_oa"], "test_oa": tmeta["test_oa"],
                                     "selected_epoch": tmeta["selected_epoch"]}},
@@ -89,9 +94,10 @@ def run_experiment(dataset: Path, *, method: str, arch: str, teacher_arch: str |
             "protocol": {**{k: v for k, v in asdict(profile).items() if k != "name"}, "profile": profile.name,
                          "optimizer": "adam", "selection": "best val OA; test evaluated once",
                          "pairing": pairing,
-                         "true_pairs": int((pairs >= 0).sum()) if pairs is not None and m.uses_teacher else 0},
+                         "true_pairs": (int((pairs >= 0).sum()) if pairs is not None and m.uses_teacher and not own_policy
+                                        else 0)},
             "metrics": {"val": fitted.val, "test": fitted.test, "selected_epoch": fitted.selected_epoch},
-            "diagnostics": {"history": fitted.history},
+            "diagnostics": {"history": fitted.history, **m.diagnostics()},
             "timing": {"total_s": fitted.total_s, "step_s": fitted.step_s,
                        "images_per_s": profile.batch_size / fitted.step_s if fitted.step_s else 0.0},
             "environment": _environment(dev),
@@ -101,6 +107,20 @@ def run_experiment(dataset: Path, *, method: str, arch: str, teacher_arch: str |
             ckpt.unlink()  # the run finished; its result is the record
         results.append(result)
     return results
+
+
+def method_label(method: str, options: dict[str, Any] | None) -> str:
+    """The name a run is filed and tabulated under: the method, plus the options given explicitly.
+
+    ``method_label("sembridge", {"ssm": False})`` is ``"sembridge[ssm=false]"``, so ablations and
+    option sweeps never overwrite each other's results or merge into one table row.
+    """
+    if not options:
+        return method
+    import json
+
+    parts = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted(options.items())]
+    return f"{method}[{','.join(parts)}]"
 
 
 def _jsonable(value: Any) -> Any:

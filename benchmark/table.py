@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ackd_bench.benchmark.results import ResultSchemaError, validate_run_result
+from ackd_bench.benchmark.results import ResultSchemaError, run_label, validate_run_result
 
 FORMATS = ("csv", "json", "latex", "md")
 SPLITS = ("val", "test")
@@ -71,7 +71,7 @@ def aggregate(results: list[dict], *, metric: str = "oa", split: str = "test", n
         d = result["dataset"]
         column = (d["name"], d["fingerprint"], result["teacher"]["arch"], result["student"]["arch"])
         versions.setdefault(column[:2], d["version"])
-        key = (*column, result["method"]["name"])
+        key = (*column, run_label(result))
         run_seed = result["seed"]
         if run_seed in runs[key]:
             raise ResultSchemaError(

@@ -73,13 +73,15 @@ def evaluate(method: Method, data: ModalityData, split: str, px: int, batch_size
 def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData | None, profile: Profile,
         *, seed: int, student_px: int, teacher_px: int, epochs: int, checkpoint: Path | None = None,
         resume: bool = False, progress: bool = True, desc: str = "train",
-        fixed_partners: Tensor | None = None) -> FitResult:
+        fixed_partners: Tensor | None = None, context: dict[str, Any] | None = None) -> FitResult:
     """Train ``method`` and select the epoch with the best validation OA; test once at that epoch.
 
-    Each epoch: ``on_epoch_start``; a fresh same-class teacher partner for every student sample
-    (methods that use a teacher), except where ``fixed_partners`` (true co-located pairs,
-    -1 = none) gives one; a seeded shuffle; Adam steps on the sum of the named loss
-    terms. A checkpoint is written after every epoch (atomically) so ``resume`` continues a run.
+    Before the first epoch: ``method.prepare`` (with ``context``: what the runner knows about the
+    dataset). Each epoch: ``on_epoch_start`` (its numbers go into the epoch's history row); the
+    method's own partners (``epoch_partners``) or else a fresh same-class teacher partner for
+    every student sample (methods that use a teacher), except where ``fixed_partners`` (true
+    co-located pairs, -1 = none) gives one; a seeded shuffle; Adam steps on the sum of the named
+    loss terms. A checkpoint is written after every epoch (atomically) so ``resume`` continues a run.
 
     Raises:
         TrainingError: a loss term is NaN/inf (the step and the term are named), or the
@@ -88,6 +90,8 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
     device = student_data.y["train"].device
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
+    method.prepare(student_data, teacher_data, {"seed": seed, "epochs": epochs, "student_px": student_px,
+                                                "teacher_px": teacher_px, "progress": progress, **(context or {})})
     params = [p for p in method.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=profile.lr)
     state = {"epoch": 0, "best_oa": -1.0, "best_epoch": -1, "best": None, "history": []}
@@ -100,9 +104,9 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
     step_times: list[float] = []
     started = time.perf_counter()
     for epoch in range(state["epoch"], epochs):
-        method.on_epoch_start(epoch, {"epochs": epochs})
-        partners = None
-        if method.uses_teacher:
+        stats = method.on_epoch_start(epoch, {"epochs": epochs}) or {}
+        partners = method.epoch_partners(epoch) if method.uses_teacher else None
+        if method.uses_teacher and partners is None:
             if teacher_data.sets is not None:  # a multi-label teacher: any chip carrying the class
                 partners = pair_carrying_class(student_data.y["train"], teacher_data.sets["train"], gen)
             else:
@@ -129,7 +133,8 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
             step_times.append((time.perf_counter() - t0) / len(batches))
         sums = {k: float(v) for k, v in sums.items()}
         val = evaluate(method, student_data, "val", student_px)
-        record = {"epoch": epoch, "val_oa": val["oa"], **{k: v / max(len(batches), 1) for k, v in sums.items()}}
+        record = {"epoch": epoch, "val_oa": val["oa"], **{k: v / max(len(batches), 1) for k, v in sums.items()},
+                  **{k: float(v) for k, v in stats.items()}}
         state["history"].append(record)
         if val["oa"] > state["best_oa"]:
             state.update(best_oa=val["oa"], best_epoch=epoch,

@@ -43,14 +43,15 @@ def synthetic_modality(n: int, channels: int, px: int, dtype: torch.dtype, n_cla
 
 
 def time_method(name: str, student_data: ModalityData, teacher_data: ModalityData, arch: str, px: int,
-                batch: int, steps: int, warmup: int, precision: str, device: torch.device) -> float:
-    """Median seconds per training step of one method."""
+                batch: int, steps: int, warmup: int, precision: str, device: torch.device,
+                options: dict | None = None) -> float:
+    """Median seconds per training step of one method (``options`` override its config)."""
     k = 8
     info = DataInfo(n_classes=k, student_channels=3, teacher_channels=10, class_names=tuple(map(str, range(k))),
                     epochs=1)
     teacher = create_classifier(arch, 10, k, seed=1).to(device)
     student = create_classifier(arch, 3, k, seed=0).to(device)
-    method = create_method(name, student=student, teacher=teacher, info=info).to(device)
+    method = create_method(name, student=student, teacher=teacher, info=info, **(options or {})).to(device)
     opt = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=1e-3)
     gen = torch.Generator().manual_seed(0)
     partners = pair_same_class(student_data.y["train"], teacher_data.y["train"], gen)

@@ -260,7 +260,8 @@ def get_matcher(fingerprint: str, ms: ModalityData, rgb: ModalityData, ms_band_i
     """The matcher for this dataset, from the cache or trained by `train_matcher` and cached (as teachers are).
 
     Cached at ``$ACKD_BENCH_CACHE/matchers/<fingerprint[:16]>/<arch>__seed<s>__<key>.safetensors`` (+ ``.json``),
-    where ``key`` hashes the config, ``px`` and the band indices, so changing any of them retrains.
+    where ``key`` hashes the config, ``px``, the band indices and the MS training rows, so changing any
+    of them retrains.
 
     Raises:
         ValueError: the cached weights do not match their recorded sha256 or dataset fingerprint.
@@ -268,7 +269,11 @@ def get_matcher(fingerprint: str, ms: ModalityData, rgb: ModalityData, ms_band_i
     from ackd_bench.benchmark.teacher import cache_root
     from safetensors.torch import load_file, save_file
 
-    spec = {"config": asdict(cfg), "px": px, "ms_band_index": list(ms_band_index), "ms_channels": ms.channels}
+    # The training rows count too: a smoke profile's per-class cap must not reuse (or poison) the
+    # cache entry of a full run on the same dataset.
+    rows = hashlib.sha256("\n".join(map(str, ms.ids.get("train", []))).encode()).hexdigest()[:16]
+    spec = {"config": asdict(cfg), "px": px, "ms_band_index": list(ms_band_index), "ms_channels": ms.channels,
+            "ms_train_rows": int(ms.x["train"].shape[0]), "ms_train_ids_sha256": rows}
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
     weights = cache_root() / "matchers" / fingerprint[:16] / f"{cfg.arch}__seed{seed}__{key}.safetensors"
     meta_path = weights.with_suffix(".json")

@@ -115,8 +115,9 @@ def _kl_terms(student_logits: Tensor, teacher_logits: Tensor, temperature: float
 
 
 @torch.no_grad()
-def rematch_students(student_logits: Tensor, student_labels: Tensor, teacher_logits: Tensor, teacher_labels: Tensor,
-                     *, temperature: float = 3.0, chunk: int = 4096) -> Tensor:
+def rematch_students(student_logits: Tensor, student_labels: Tensor, teacher_logits: Tensor,
+                     teacher_labels: Tensor | None, *, temperature: float = 3.0, chunk: int = 4096,
+                     teacher_sets: Tensor | None = None) -> Tensor:
     """DynM: each student's same-class teacher sample with minimal KL(teacher ‖ student).
 
     partner[i] = argmin_{j : y_j = y_i} C[i, j],  C = `kl_cost_matrix` (paper-notes §2.1 (b)).
@@ -130,6 +131,9 @@ def rematch_students(student_logits: Tensor, student_labels: Tensor, teacher_log
         teacher_labels: (G,) integer class of each gallery sample.
         temperature: T of the softmaxes (authors: 3).
         chunk: students per matrix product.
+        teacher_sets: (G, K) multi-hot class sets of a multi-label gallery; when given, a
+            student's candidates are the gallery samples *carrying* its class and
+            ``teacher_labels`` is not used (it may be None).
 
     Returns:
         (S,) int64 indices into the teacher gallery, on the logits' device.
@@ -143,12 +147,12 @@ def rematch_students(student_logits: Tensor, student_labels: Tensor, teacher_log
         return neg_entropy[cols].unsqueeze(0) - log_q[rows] @ p_t[cols].T
 
     return _best_same_class(cost, student_labels, teacher_labels, log_q.device, log_q.shape[0], p_t.shape[0], chunk,
-                            "rematch_students")
+                            "rematch_students", teacher_sets)
 
 
 @torch.no_grad()
-def initial_match(student_emb: Tensor, student_labels: Tensor, teacher_emb: Tensor, teacher_labels: Tensor, *,
-                  chunk: int = 4096) -> Tensor:
+def initial_match(student_emb: Tensor, student_labels: Tensor, teacher_emb: Tensor, teacher_labels: Tensor | None,
+                  *, chunk: int = 4096, teacher_sets: Tensor | None = None) -> Tensor:
     """SSM initial pairing: each student's most cosine-similar same-class teacher sample.
 
     partner[i] = argmax_{j : y_j = y_i} ⟨g_i/‖g_i‖, v_j/‖v_j‖⟩ with g = M_G(RGB), v = M_V(MS)
@@ -160,6 +164,8 @@ def initial_match(student_emb: Tensor, student_labels: Tensor, teacher_emb: Tens
         teacher_emb: (G, D) matcher embeddings of the teacher (MS) gallery.
         teacher_labels: (G,) integer classes.
         chunk: students per matrix product; memory O(chunk × |gallery of the class|).
+        teacher_sets: (G, K) multi-hot class sets of a multi-label gallery: candidates are the
+            samples carrying the student's class (``teacher_labels`` is then unused).
 
     Returns:
         (S,) int64 indices into the teacher gallery, on the embeddings' device; ties → lowest index.
@@ -177,14 +183,26 @@ def initial_match(student_emb: Tensor, student_labels: Tensor, teacher_emb: Tens
         return -(s[rows] @ t[cols].T)  # argmin of −cos = argmax of cos, same tie rule
 
     return _best_same_class(cost, student_labels, teacher_labels, s.device, s.shape[0], t.shape[0],
-                            chunk, "initial_match")
+                            chunk, "initial_match", teacher_sets)
 
 
-def _best_same_class(cost: Callable[[Tensor, Tensor], Tensor], student_labels: Tensor, teacher_labels: Tensor,
-                     device: torch.device, n_students: int, n_gallery: int, chunk: int, caller: str) -> Tensor:
+def _best_same_class(cost: Callable[[Tensor, Tensor], Tensor], student_labels: Tensor, teacher_labels: Tensor | None,
+                     device: torch.device, n_students: int, n_gallery: int, chunk: int, caller: str,
+                     teacher_sets: Tensor | None = None) -> Tensor:
     """partner[i] = argmin over same-class gallery columns of cost(rows, cols); loops over classes and chunks only."""
     if chunk < 1:
         raise ValueError(f"{caller}: chunk must be >= 1, got {chunk}")
+    if teacher_sets is not None:
+        if teacher_sets.ndim != 2 or teacher_sets.shape[0] != n_gallery:
+            raise ValueError(f"{caller}: teacher_sets must be (G={n_gallery}, K), got {tuple(teacher_sets.shape)}")
+        carriers = teacher_sets.to(device) > 0
+        # A multi-label gallery sample belongs to every class it carries; argmin over ascending
+        # column indices keeps the lowest-index tie rule.
+        teacher_labels = torch.zeros(n_gallery, dtype=torch.long, device=device)  # shape check only
+    else:
+        carriers = None
+    if teacher_labels is None:
+        raise ValueError(f"{caller}: give teacher_labels (single-label gallery) or teacher_sets (multi-label)")
     if tuple(student_labels.shape) != (n_students,) or tuple(teacher_labels.shape) != (n_gallery,):
         raise ValueError(f"{caller}: labels must be 1-D class indices of lengths {n_students} and {n_gallery}, "
                          f"got shapes {tuple(student_labels.shape)} and {tuple(teacher_labels.shape)}")
@@ -199,6 +217,9 @@ def _best_same_class(cost: Callable[[Tensor, Tensor], Tensor], student_labels: T
     s_classes, s_counts = torch.unique_consecutive(ys[s_order], return_counts=True)
     t_classes, t_counts = torch.unique_consecutive(yt[t_order], return_counts=True)
     t_groups = dict(zip(t_classes.tolist(), torch.split(t_order, t_counts.tolist()), strict=True))
+    if carriers is not None:
+        t_groups = {c: torch.nonzero(carriers[:, c]).flatten() for c in s_classes.tolist()
+                    if c < carriers.shape[1] and bool(carriers[:, c].any())}
     partner = torch.empty(ys.shape[0], dtype=torch.long, device=device)
     for c, rows_c in zip(s_classes.tolist(), torch.split(s_order, s_counts.tolist()), strict=True):
         cols = t_groups.get(c)

@@ -109,7 +109,9 @@ class SemanticPlanner(nn.Module):
        the student's side.
 
     The teacher map is detached here: no gradient reaches a teacher backbone, but P_t and the
-    teacher's query/key heads are trained. A single token (1×1 map) has the trivial plan 1.
+    teacher's query/key heads are trainable (the SemBridge method freezes P_t, so the teacher's
+    tokens are a fixed target that cannot be collapsed to make CORAL vanish). A single token
+    (1×1 map) has the trivial plan 1.
 
     Args:
         teacher_channels: C_t of the teacher's last feature map.

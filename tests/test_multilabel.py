@@ -95,3 +95,31 @@ def test_run_with_a_multilabel_teacher(multi, tmp_path, monkeypatch):
     assert result["protocol"]["pairing"] == MULTILABEL_POLICY
     meta = json.loads(next((tmp_path / "cache").rglob("*.json")).read_text())
     assert meta["loss"] == "bce"
+
+
+def test_sembridge_with_a_multilabel_teacher_matches_among_carriers(multi, tmp_path, monkeypatch):
+    """M2S: every SSM and DynM partner carries its student's class, and a full run works."""
+    from ackd_bench.benchmark.method import create_method
+
+    monkeypatch.setenv("ACKD_BENCH_CACHE", str(tmp_path / "cache"))
+    ds = load_dataset(multi)
+    rgb, ms = (load_modality(ds, m, torch.device("cpu")) for m in ("rgb", "ms"))
+    info = DataInfo(n_classes=len(ds.classes), student_channels=3, teacher_channels=ms.channels,
+                    class_names=tuple(ds.classes), epochs=6, teacher_multilabel=True)
+    m = create_method("sembridge", student=create_classifier("resnet18", 3, len(ds.classes), seed=0),
+                      teacher=create_classifier("resnet18", ms.channels, len(ds.classes), seed=1), info=info,
+                      matcher_epochs=1, diagnostic_samples=0)
+    m.prepare(rgb, ms, {"seed": 0, "epochs": 6, "student_px": 16, "teacher_px": 16, "fingerprint": ds.fingerprint,
+                        "teacher_bands": ds.manifest["modalities"]["ms"]["bands"]})
+    carries = ms.sets["train"]
+    assert bool((carries[m.partner, rgb.y["train"]] > 0).all())
+    assert m.on_epoch_start(1, {}) is not None
+    assert bool((carries[m.partner, rgb.y["train"]] > 0).all())
+
+    prof = get_profile("smoke", teacher_px=16, student_px=16, batch_size=8, epochs=3, teacher_epochs=2)
+    (result,) = run_experiment(multi, method="sembridge", arch="resnet18", teacher_arch=None, seeds=[0],
+                               profile=prof, device="cpu", out=tmp_path / "out", progress=False,
+                               method_options={"matcher_epochs": 1, "diagnostic_samples": 8})
+    diag = result["diagnostics"]["sembridge"]
+    assert diag["matching"]["rematch_epochs"] == [1, 2] and "rematch_changed" in result["diagnostics"]["history"][1]
+    assert set(diag["transport_end"]["probability_T"]) == {"random", "ssm", "dynm"}

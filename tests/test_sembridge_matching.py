@@ -190,3 +190,21 @@ def test_changed_fraction():
     assert changed_fraction(torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long)) == 0.0
     with pytest.raises(ValueError, match="shape"):
         changed_fraction(torch.tensor([0, 1]), torch.tensor([0]))
+
+
+def test_multilabel_gallery_matches_among_carriers_of_the_class():
+    """A multi-label teacher chip is a candidate for every class it carries (M2S-GL's teachers)."""
+    g = torch.Generator().manual_seed(3)
+    sets = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 1, 1], [0, 0, 1], [1, 0, 1]], dtype=torch.float32)
+    s_emb, t_emb = torch.randn(9, 5, generator=g), torch.randn(6, 5, generator=g)
+    s_labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2])
+    got = initial_match(s_emb, s_labels, t_emb, None, teacher_sets=sets, chunk=2)
+    cos = torch.nn.functional.normalize(s_emb, dim=1) @ torch.nn.functional.normalize(t_emb, dim=1).T
+    for i, c in enumerate(s_labels.tolist()):
+        carriers = torch.nonzero(sets[:, c]).flatten()
+        assert int(got[i]) == int(carriers[cos[i, carriers].argmax()])
+    s_logits, t_logits = torch.randn(9, 3, generator=g), torch.randn(6, 3, generator=g)
+    again = rematch_students(s_logits, s_labels, t_logits, None, teacher_sets=sets)
+    assert bool((sets[again, s_labels] > 0).all())
+    with pytest.raises(ValueError, match="no teacher sample"):
+        initial_match(s_emb, torch.tensor([0] * 8 + [2]), t_emb, None, teacher_sets=sets[:, :2].clone())

@@ -1,0 +1,84 @@
+"""Training-step cost of SemBridge (both planners) vs student-only and Vanilla KD, as ratios from one run.
+
+The target (issue: SemBridge): a SemBridge step costs at most 1.5x a student-only step (resnet18 at
+64 px, batch 256, bf16 on a GPU), for the attention planner and the Sinkhorn planner. The step is
+`ackd-bench run`'s own code path (`benchmark.train.make_batch` and `train_step`): the student, the
+frozen teacher's forward pass, the base KD loss, the SKA planner and both CORAL terms. Re-matching
+is not part of a step (it runs a few times per training run; see `benchmarks/rematch_speed.py`).
+
+Usage:
+    python benchmarks/sembridge_step.py --device cuda --precision bf16      # on a GPU
+    python benchmarks/sembridge_step.py --device cpu --batch 64 --steps 5 --precision fp32  # a CPU check
+
+Writes a JSON record (device name, settings, seconds per step, ratios) to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from kd_step_throughput import synthetic_modality, time_method  # noqa: E402
+
+VARIANTS = {
+    "student-only": ("student-only", {}),
+    "kd": ("kd", {}),
+    "sembridge (attention)": ("sembridge", {"planner": "attention"}),
+    "sembridge (sinkhorn)": ("sembridge", {"planner": "sinkhorn"}),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--arch", default="resnet18")
+    ap.add_argument("--px", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=2, help="Interleaved rounds; the fastest round counts.")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    rgb = synthetic_modality(4096, 3, args.px, torch.uint8, 8, device, seed=0)
+    ms = synthetic_modality(4096, 10, args.px, torch.int16, 8, device, seed=1)
+    runs: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    for _ in range(args.repeats):  # interleaved so drift (clocks, other load) affects every variant alike
+        for name, (method, options) in VARIANTS.items():
+            runs[name].append(time_method(method, rgb, ms, args.arch, args.px, args.batch, args.steps,
+                                          args.warmup, args.precision, device, options))
+    step = {name: min(v) for name, v in runs.items()}
+    base = step["student-only"]
+    device_name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                   else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
+    ratios = {name: s / base for name, s in step.items()}
+    record = {
+        "benchmark": "sembridge_step",
+        "device": device_name,
+        "torch": torch.__version__,
+        "arch": args.arch, "px": args.px, "batch": args.batch, "precision": args.precision,
+        "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
+        "step_s": step,
+        "images_per_s": {name: args.batch / s for name, s in step.items()},
+        "over_student_step_time": ratios,
+        "target": "sembridge over student-only <= 1.5 for both planners (GPU, bf16, batch 256, resnet18, 64 px)",
+        "meets_target": all(r <= 1.5 for n, r in ratios.items() if n.startswith("sembridge")),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    tag = "cuda" if device.type == "cuda" else "cpu"
+    path = args.out / f"sembridge_step_{tag}_{args.precision}.json"
+    path.write_text(json.dumps(record, indent=1))
+    print(json.dumps(record, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,323 @@
+"""SemBridge as a method: the plug-in over every base, its loss weighting, matching inside training, diagnostics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+
+from ackd_bench.benchmark.cli import main
+from ackd_bench.benchmark.data import load_modality
+from ackd_bench.benchmark.dataset import load_dataset, write_dataset
+from ackd_bench.benchmark.dataset_synthetic import make_synthetic_dataset_inputs
+from ackd_bench.benchmark.method import (Batch, DataInfo, MethodError, create_method, get_method_class,
+                                         list_methods, method_config)
+from ackd_bench.benchmark.models import create_classifier
+from ackd_bench.benchmark.protocol import get_profile
+from ackd_bench.benchmark.results import load_run_results
+from ackd_bench.benchmark.runner import method_label
+from ackd_bench.benchmark.train import fit
+from ackd_bench.sembridge.matcher import MatcherConfig, get_matcher, matcher_embeddings
+from ackd_bench.sembridge.matching import initial_match
+from ackd_bench.sembridge.method import (OFFICIAL_WEIGHTS, TASK_TERMS, all_logits, pairing_costs,
+                                         rgb_band_index)
+from ackd_bench.sembridge.planner import SemanticPlanner
+
+N_CLASSES = 4
+INFO = DataInfo(n_classes=N_CLASSES, student_channels=3, teacher_channels=10,
+                class_names=("water", "forest", "crop", "urban"), epochs=12)
+BASES = [n for n in list_methods() if "sembridge" not in n]
+
+
+def _batch(n: int = 6, px: int = 32, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    return Batch(student_x=torch.randn(n, 3, px, px, generator=g), labels=torch.arange(n) % N_CLASSES,
+                 teacher_x=torch.randn(n, 10, px, px, generator=g), index=torch.arange(n),
+                 teacher_index=torch.arange(n), epoch=3, progress=3.5)
+
+
+def _build(name: str, student_arch: str = "test_resnet", teacher_arch: str = "test_byobnet", **options):
+    student = create_classifier(student_arch, 3, N_CLASSES, seed=0)
+    teacher = create_classifier(teacher_arch, 10, N_CLASSES, seed=1)
+    return create_method(name, student=student, teacher=teacher, info=INFO, **options)
+
+
+def _fresh(batch: Batch) -> Batch:
+    """The same batch without cached network outputs."""
+    return Batch(**{**batch.__dict__, "cache": {}})
+
+
+# ---- registry --------------------------------------------------------------------------------------
+
+
+def test_every_base_has_a_sembridge_variant_and_plugins_do_not_nest():
+    names = set(list_methods())
+    assert "sembridge" in names
+    for base in BASES:
+        assert f"sembridge+{base}" in names
+        cls = get_method_class(f"sembridge+{base}")
+        assert cls.Base is get_method_class(base) and cls.is_plugin
+    assert not any(n.count("sembridge") > 1 for n in names)
+    with pytest.raises(MethodError, match="unknown method 'sembridge\\+sembridge'"):
+        get_method_class("sembridge+sembridge")
+    with pytest.raises(MethodError, match="plug-ins: sembridge\\+<method>"):
+        get_method_class("sembridge+hinton")
+
+
+def test_sembridge_config_has_its_own_and_the_base_options():
+    cfg = method_config("sembridge+dkd", {"beta": 4.0, "ssm": False, "planner": "sinkhorn"})
+    assert cfg.beta == 4.0 and cfg.alpha == 1.0 and not cfg.ssm and cfg.planner == "sinkhorn"
+    with pytest.raises(MethodError, match="no option"):
+        method_config("sembridge", {"gamma": 1})
+    with pytest.raises(MethodError, match="lambda_kd must lie in"):
+        method_config("sembridge", {"lambda_kd": 1.5})
+    with pytest.raises(MethodError, match="planner must be"):
+        method_config("sembridge+rkd", {"planner": "emd"})
+
+
+# ---- losses and weighting ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("base", BASES)
+def test_paper_weighting_is_base_terms_plus_alignment(base):
+    """L = L_task + λ1·L_kd + (1 − λ1)·(L_ot1 + L_ot2), the base's own terms computed independently."""
+    lam = 0.3
+    sb = _build(f"sembridge+{base}", lambda_kd=lam)
+    ref = create_method(base, student=sb.student, teacher=sb.teacher, info=INFO)  # same networks
+    sb.train(), ref.train()
+    # bases with parameters of their own (CTKD's temperature, C2KD's proxies) get the same weights
+    ref.load_state_dict({k[len("base."):]: v for k, v in sb.state_dict().items() if k.startswith("base.")})
+    batch = _batch()
+    terms = sb.losses(batch)
+    base_terms = ref.losses(_fresh(batch))
+    for key, value in base_terms.items():
+        factor = 1.0 if key in TASK_TERMS else lam
+        torch.testing.assert_close(terms[key], factor * value, rtol=1e-5, atol=1e-6)
+    out = sb.planner(sb.teacher(batch.teacher_x).feature_map, sb.student(batch.student_x).feature_map)
+    ot = SemanticPlanner.ot_losses(out)
+    torch.testing.assert_close(terms["ot1"], (1 - lam) * ot["ot1"], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(terms["ot2"], (1 - lam) * ot["ot2"], rtol=1e-5, atol=1e-7)
+    assert set(terms) == set(base_terms) | {"ot1", "ot2"}
+
+
+def test_official_weighting_matches_the_authors_formula():
+    sb = _build("sembridge", weighting="official")
+    sb.train()
+    batch = _batch()
+    terms = sb.losses(batch)
+    logits = sb.student(batch.student_x).logits
+    z_t = sb.teacher(batch.teacher_x).logits
+    kd_cfg = method_config("kd")
+    p_t = F.softmax(z_t / kd_cfg.temperature, 1)
+    kl = (p_t * (F.log_softmax(z_t / kd_cfg.temperature, 1) - F.log_softmax(logits / kd_cfg.temperature, 1))).sum(1)
+    torch.testing.assert_close(terms["ce"], 0.3 * F.cross_entropy(logits, batch.labels))
+    torch.testing.assert_close(terms["kd"], 0.4 * kd_cfg.kd_weight * kd_cfg.temperature**2 * kl.mean())
+    assert OFFICIAL_WEIGHTS["ot"] == pytest.approx(0.003)
+    out = sb.planner(sb.teacher(batch.teacher_x).feature_map, sb.student(batch.student_x).feature_map)
+    torch.testing.assert_close(terms["ot2"], 0.003 * SemanticPlanner.ot_losses(out)["ot2"])
+
+
+def test_everything_off_and_lambda_one_is_the_base_method():
+    sb = _build("sembridge+dkd", lambda_kd=1.0, ssm=False, dynm=False, ot1=False, ot2=False)
+    assert sb.planner is None
+    ref = create_method("dkd", student=sb.student, teacher=sb.teacher, info=INFO)
+    batch = _batch()
+    a, b = sb.losses(batch), ref.losses(_fresh(batch))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])
+
+
+def test_ablation_switches_drop_their_terms():
+    assert "ot1" not in _build("sembridge", ot1=False).losses(_batch())
+    assert "ot2" not in _build("sembridge", ot2=False).losses(_batch())
+
+
+def test_student_forward_runs_once_per_step(monkeypatch):
+    sb = _build("sembridge+rkd")
+    calls = []
+    original = sb.student.forward
+    monkeypatch.setattr(sb.student, "forward", lambda x: calls.append(1) or original(x))
+    sb.losses(_batch())
+    assert len(calls) == 1
+
+
+def test_teacher_projection_is_frozen_and_alignment_trains_the_student():
+    sb = _build("sembridge")
+    assert not sb.planner.proj_t.weight.requires_grad
+    terms = sb.losses(_batch())
+    grads = torch.autograd.grad(terms["ot1"] + terms["ot2"], list(sb.student.parameters()), allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    assert sb.planner.proj_s.weight.requires_grad
+
+
+@pytest.mark.parametrize("planner", ["attention", "sinkhorn"])
+@pytest.mark.parametrize("teacher_arch,student_arch", [
+    ("shufflenet_v2_x0_5", "shufflenet_v2_x0_5"), ("resnet18", "shufflenet_v2_x0_5"),
+    ("shufflenet_v2_x0_5", "mobilenetv2_100"),
+])
+def test_shufflenet_pairs_train(teacher_arch, student_arch, planner):
+    """The authors' code cannot run S pairs (1024-d tokens vs a 512-d attention); here every pair trains."""
+    sb = _build("sembridge", student_arch, teacher_arch, planner=planner)
+    sb.train()
+    opt = torch.optim.Adam([p for p in sb.parameters() if p.requires_grad], lr=1e-3)
+    terms = sb.losses(_batch(n=4, px=64))
+    assert {"ot1", "ot2"} <= terms.keys() and all(torch.isfinite(v) for v in terms.values())
+    before = [p.detach().clone() for p in sb.student.parameters()]
+    opt.zero_grad()
+    sum(terms.values()).backward()
+    opt.step()
+    assert any(not torch.equal(a, p) for a, p in zip(before, sb.student.parameters()))
+
+
+# ---- matching inside training ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    manifest, samples, arrays = make_synthetic_dataset_inputs(2, per_class_split=6, ms_px=16, rgb_px=32)
+    return write_dataset(tmp_path_factory.mktemp("tiny") / "ds", manifest=manifest, samples=samples, arrays=arrays)
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ACKD_BENCH_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _setup(tiny, **options):
+    ds = load_dataset(tiny)
+    rgb, ms = (load_modality(ds, m, torch.device("cpu")) for m in ("rgb", "ms"))
+    info = DataInfo(n_classes=len(ds.classes), student_channels=3, teacher_channels=ms.channels,
+                    class_names=tuple(ds.classes), epochs=6)
+    teacher = create_classifier("resnet18", ms.channels, len(ds.classes), seed=1).eval()
+    student = create_classifier("resnet18", 3, len(ds.classes), seed=0)
+    m = create_method("sembridge", student=student, teacher=teacher, info=info,
+                      **{"matcher_epochs": 1, "diagnostic_samples": 12, **options})
+    ctx = {"seed": 0, "epochs": 6, "student_px": 16, "teacher_px": 16, "progress": False,
+           "fingerprint": ds.fingerprint, "teacher_bands": ds.manifest["modalities"]["ms"]["bands"]}
+    return ds, rgb, ms, m, ctx
+
+
+def test_prepare_pairs_each_student_with_its_ssm_match(tiny, cache):
+    ds, rgb, ms, m, ctx = _setup(tiny)
+    m.prepare(rgb, ms, ctx)
+    bands = rgb_band_index(ds.manifest["modalities"]["ms"]["bands"])
+    matcher, _ = get_matcher(ds.fingerprint, ms, rgb, bands, MatcherConfig(epochs=1), seed=0, px=16)
+    ms_emb, rgb_emb = matcher_embeddings(matcher, ms, rgb, bands, px=16)
+    expected = initial_match(rgb_emb, rgb.y["train"], ms_emb, ms.y["train"])
+    assert torch.equal(m.epoch_partners(0), expected)
+    assert torch.equal(ms.y["train"][expected], rgb.y["train"])
+    assert m.rematch_at == [1, 2, 3, 4]  # the S2S-EU schedule [30, 60, 95, 135] of 200 epochs, scaled to 6
+    assert "partner" in m.state_dict() and "initial_partner" in m.state_dict()
+
+
+def test_rematch_epoch_picks_min_kl_partners_like_a_per_sample_loop(tiny, cache):
+    _, rgb, ms, m, ctx = _setup(tiny, ssm=False)
+    m.prepare(rgb, ms, ctx)
+    before = m.partner.clone()
+    assert m.on_epoch_start(0, {}) is None  # not a re-matching epoch
+    stats = m.on_epoch_start(1, {})
+    s_logits = all_logits(m.student, rgb, 16)
+    t_logits = all_logits(m.teacher, ms, 16)
+    T = 3.0
+    for i in range(s_logits.shape[0]):
+        same = torch.nonzero(ms.y["train"] == rgb.y["train"][i]).flatten()
+        log_q = F.log_softmax(s_logits[i] / T, 0)
+        kls = [float((F.softmax(t_logits[j] / T, 0) * (F.log_softmax(t_logits[j] / T, 0) - log_q)).sum())
+               for j in same.tolist()]
+        assert int(m.partner[i]) == int(same[int(np.argmin(kls))])
+    assert stats["rematch_changed"] == pytest.approx(float((before != m.partner).float().mean()))
+    assert stats["rematch_s"] >= 0
+
+
+def test_no_dynm_never_rematches(tiny, cache):
+    _, rgb, ms, m, ctx = _setup(tiny, ssm=False, dynm=False)
+    m.prepare(rgb, ms, ctx)
+    assert m.rematch_at == [] and m.on_epoch_start(1, {}) is None
+
+
+def test_fit_trains_on_sembridge_partners_and_logs_rematching(tiny, cache, monkeypatch):
+    _, rgb, ms, m, ctx = _setup(tiny)
+    seen = []
+    original = m.losses
+    monkeypatch.setattr(m, "losses", lambda b: seen.append((b.epoch, b.index, b.teacher_index)) or original(b))
+    partners_at = {}
+    original_partners = m.epoch_partners
+    monkeypatch.setattr(m, "epoch_partners", lambda e: partners_at.setdefault(e, original_partners(e).clone()))
+    profile = get_profile("smoke", teacher_px=16, student_px=16, batch_size=8, epochs=3)
+    result = fit(m, rgb, ms, profile, seed=0, student_px=16, teacher_px=16, epochs=3, progress=False,
+                 context={k: v for k, v in ctx.items() if k in ("fingerprint", "teacher_bands")})
+    for epoch, idx, tidx in seen:
+        assert torch.equal(tidx, partners_at[epoch][idx])
+    assert "rematch_changed" in result.history[1] and "rematch_changed" in result.history[2]
+    assert "rematch_changed" not in result.history[0]
+    diag = m.diagnostics()["sembridge"]
+    assert set(diag["transport_end"]["probability_T"]) == {"random", "ssm", "dynm"}
+    assert set(diag["transport_start"]["matcher"]) == {"random", "ssm"}
+
+
+def test_rgb_band_index():
+    assert rgb_band_index(["B02", "B03", "B04", "B08"]) == (2, 1, 0)
+    assert rgb_band_index(["blue", "green", "red", "nir"]) == (2, 1, 0)
+    with pytest.raises(MethodError, match="--no-ssm"):
+        rgb_band_index(["B08", "B11", "B12"])
+
+
+def test_pairing_costs_rank_nearer_partners_cheaper():
+    g = torch.Generator().manual_seed(0)
+    student = torch.randn(60, 4, generator=g)
+    teacher = torch.cat([student + 0.05 * torch.randn(60, 4, generator=g), torch.randn(60, 4, generator=g) * 3])
+    near, far = torch.arange(60), torch.arange(60, 120)
+    costs = pairing_costs(teacher, student, {"near": near, "far": far}, samples=40, seed=0)
+    assert costs["near"]["emd"] < costs["far"]["emd"]
+    for c in costs.values():
+        assert c["pair"] >= c["emd"] - 1e-9  # a matching is one coupling; W2² is the cheapest
+        assert c["sinkhorn"] >= c["emd"] - 1e-6
+    # the "pair" cost is the mean squared distance of the matched rows, worked out directly
+    idx = np.sort(np.random.default_rng([0, 5]).choice(60, size=40, replace=False))
+    direct = float(((teacher[near[idx]] - student[idx]) ** 2).sum(1).mean())
+    assert costs["near"]["pair"] == pytest.approx(direct, rel=1e-6)
+
+
+# ---- runner and CLI ----------------------------------------------------------------------------------
+
+
+def test_method_label():
+    assert method_label("kd", None) == "kd"
+    assert method_label("sembridge", {"ssm": False, "planner": "sinkhorn"}) == "sembridge[planner=sinkhorn,ssm=false]"
+
+
+def test_cli_sembridge_run_and_ablation_are_separate_rows(tiny, cache, tmp_path):
+    out = tmp_path / "res"
+    common = ["--arch", "resnet18", "--dataset", tiny, "--profile", "smoke", "--epochs", "2", "--device", "cpu",
+              "--out", out, "--quiet", "--option", "matcher_epochs=1", "--option", "diagnostic_samples=10"]
+    run = CliRunner().invoke(main, [str(a) for a in ["run", "--method", "sembridge", *common]])
+    assert run.exit_code == 0, run.output
+    run = CliRunner().invoke(main, [str(a) for a in ["run", "--method", "sembridge", "--no-ssm", "--no-ot1",
+                                                     *common]])
+    assert run.exit_code == 0, run.output
+    results = {r["method"]["label"]: r for r in load_run_results([out])}
+    labels = ("sembridge[diagnostic_samples=10,matcher_epochs=1]",
+              "sembridge[diagnostic_samples=10,matcher_epochs=1,ot1=false,ssm=false]")
+    assert set(results) == set(labels)
+    full, ablated = (results[k] for k in labels)
+    assert full["protocol"]["pairing"].startswith("sembridge")
+    assert full["diagnostics"]["sembridge"]["matching"]["ssm"] is True
+    assert ablated["method"]["config"]["ssm"] is False and "ot1" not in ablated["diagnostics"]["history"][0]
+    assert "matcher" not in ablated["diagnostics"]["sembridge"]["transport_end"]
+    json.dumps(full)  # the diagnostics are plain JSON
+    table = CliRunner().invoke(main, ["table", str(out)])
+    assert table.exit_code == 0 and all(f"| {label} |" in table.output for label in labels)
+
+
+def test_cli_sembridge_switches_refuse_other_methods(tiny, cache, tmp_path):
+    res = CliRunner().invoke(main, ["run", "--method", "kd", "--arch", "resnet18", "--dataset", str(tiny),
+                                    "--no-ssm", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "--no-ssm apply to SemBridge methods only" in res.output
+    assert not any(tmp_path.iterdir())
