@@ -41,8 +41,8 @@ def main() -> None:
 
 
 @main.command("build-dataset")
-@click.option("--preset", "preset_name", default=None, metavar="NAME|FILE.json",
-              help="Built-in preset (see `ackd-bench presets`) or a JSON preset file. "
+@click.option("--preset", "preset_name", default=None, metavar="NAME|FILE",
+              help="Built-in preset (see `ackd-bench presets`) or a preset file (.yaml, .yml or .json). "
                    "Default: eu-s2__us-naip (Planetary Computer), or demo with --catalog demo.")
 @click.option("--catalog", default=None, metavar="demo|URL",
               help="'demo' for the embedded world, or a STAC API / static catalog URL overriding the preset's.")
@@ -50,11 +50,20 @@ def main() -> None:
 @click.option("--seed", type=int, default=None, help="Seed of chip sampling and split assignment. [default: 0]")
 @click.option("--per-class", type=int, default=None, help="Chips per class per modality. [default: 150]")
 @click.option("--purity", type=float, default=None, help="Minimum majority-class share of a chip. [default: 0.7]")
-@click.option("--workers", type=click.IntRange(min=1), default=4, show_default=True, help="Concurrent chip reads.")
+@click.option("--consistency", default=None, metavar="asymmetric|paired|partial:F",
+              help="MS and RGB chips from disjoint regions, every RGB chip co-located with an MS chip of "
+                   "its class, or a share F of them; the measured overlap goes to dataset.json. "
+                   "[default: the preset's]")
+@click.option("--workers", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Dask workers of the local cluster that reads the chips, 8 reads at a time each.")
+@click.option("--scheduler", default=None, metavar="tcp://HOST:PORT|threads|sync",
+              help="Read on a running dask cluster (its scheduler's address) instead of a local one; "
+                   "'threads' or 'sync' read in this process without dask.distributed.")
 @click.option("--force", is_flag=True, help="Rebuild even if --out already holds this exact build.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_friendly_errors
-def build_dataset(preset_name, catalog, out, seed, per_class, purity, workers, force, quiet) -> None:
+def build_dataset(preset_name, catalog, out, seed, per_class, purity, consistency, workers, scheduler, force,
+                  quiet) -> None:
     """Build an ACKD benchmark: MS and RGB chips from STAC catalogues, labelled from land cover.
 
     Runs plan, search, sample, read, QA, split and write; an interrupted build resumes when the
@@ -65,6 +74,9 @@ def build_dataset(preset_name, catalog, out, seed, per_class, purity, workers, f
     Example:
       ackd-bench build-dataset --catalog demo --out data/demo --seed 0
       ackd-bench build-dataset --preset eu-s2__us-naip --out data/eu-us --per-class 500
+      ackd-bench build-dataset --catalog demo --consistency partial:0.5 --per-class 10 --out data/demo-half
+      ackd-bench build-dataset --preset my-preset.yaml --out data/mine
+      ackd-bench build-dataset --out data/eu-us --scheduler tcp://10.0.0.5:8786   # reads on a dask cluster
     """
     from ackd_bench.benchmark.dataset import load_dataset, summarize
     from ackd_bench.curation.build import build_dataset as run_build
@@ -76,9 +88,10 @@ def build_dataset(preset_name, catalog, out, seed, per_class, purity, workers, f
     preset = get_preset(name)
     if catalog == DEMO_CATALOG and preset.catalog != DEMO_CATALOG:
         raise PresetError(f"--catalog demo needs the 'demo' preset (its AOIs are the demo world's), not {name!r}")
-    preset = preset.with_overrides(catalog=catalog, seed=seed, per_class=per_class, purity=purity)
+    preset = preset.with_overrides(catalog=catalog, seed=seed, per_class=per_class, purity=purity,
+                                   consistency=consistency)
     started = time.perf_counter()
-    report = run_build(preset, out, workers=workers, progress=not quiet, force=force)
+    report = run_build(preset, out, workers=workers, scheduler=scheduler, progress=not quiet, force=force)
     click.echo(summarize(load_dataset(out)))
     for modality, reasons in report.rejected.items():
         if reasons:
@@ -108,16 +121,26 @@ def inspect_cmd(path: Path, no_verify: bool) -> None:
 
 @main.command("presets")
 def presets_cmd() -> None:
-    """List the built-in presets.
+    """List the built-in presets and catalogue profiles, one line each.
+
+    A preset file (YAML or JSON) of the same form builds with `build-dataset --preset FILE`; its
+    `profile` picks the catalogue (asset keys, radiometry, signing).
 
     \b
     Example:
       ackd-bench presets
     """
-    from ackd_bench.curation.presets import list_presets
+    from ackd_bench.curation.catalog_profiles import list_profiles
+    from ackd_bench.curation.presets import DEFAULT_PRESET, list_presets
 
-    for name, description in list_presets().items():
-        click.echo(f"{name:<18} {description}")
+    presets = {f"{n} (default)" if n == DEFAULT_PRESET else n: d for n, d in list_presets().items()}
+    profiles = list_profiles()
+    width = max(map(len, [*presets, *profiles])) + 2
+    for name, description in presets.items():
+        click.echo(f"{name:<{width}}{description}")
+    click.echo("\ncatalogue profiles (a preset's `profile`):")
+    for name, description in profiles.items():
+        click.echo(f"{name:<{width}}{description}")
 
 
 @main.command("methods")
@@ -287,9 +310,11 @@ def table_cmd(paths, fmt, metric, out, plot) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="World seed.")
 @click.option("--scale", type=click.FloatRange(min=0.05, max=1.0), default=1.0, show_default=True,
               help="Shrink both regions (tests, quick looks).")
+@click.option("--pair-site", is_flag=True,
+              help="Also render the pair site (S2 and NAIP over the same place) for paired/partial builds.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_friendly_errors
-def demo_catalog(out: Path, seed: int, scale: float, quiet: bool) -> None:
+def demo_catalog(out: Path, seed: int, scale: float, pair_site: bool, quiet: bool) -> None:
     """Write the embedded demo world as a static STAC catalog (COGs + catalog.json).
 
     Any STAC server or plain HTTP server can serve the folder; `build-dataset --preset demo --catalog
@@ -302,7 +327,7 @@ def demo_catalog(out: Path, seed: int, scale: float, quiet: bool) -> None:
     """
     from ackd_bench.curation.demo_world import build_demo_catalog
 
-    path = build_demo_catalog(out, seed=seed, scale=scale, progress=not quiet)
+    path = build_demo_catalog(out, seed=seed, scale=scale, progress=not quiet, pair_site=pair_site)
     click.echo(f"wrote {path}")
 
 

@@ -108,11 +108,16 @@ def main() -> None:
         "kd_over_student_step_time": step["kd"] / step["student-only"],
         "target": "kd_over_student_step_time <= 1.35 (GPU, bf16, batch 256, resnet18, 64 px)",
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    tag = "cuda" if device.type == "cuda" else "cpu"
-    path = args.out / f"kd_step_throughput_{tag}_{args.precision}.json"
+    write_record(record, args.out, "kd_step_throughput", device, args.precision)
+
+
+def write_record(record: dict, out: Path, stem: str, device: torch.device, precision: str) -> Path:
+    """Write a benchmark record as ``OUT/STEM_{cpu|cuda}_PRECISION.json`` and print it."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{stem}_{'cuda' if device.type == 'cuda' else 'cpu'}_{precision}.json"
     path.write_text(json.dumps(record, indent=1))
     print(json.dumps(record, indent=1))
+    return path
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Writes a JSON record (device name, settings, seconds per step, ratios) to --out.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from kd_step_throughput import synthetic_modality, time_method  # noqa: E402
+from kd_step_throughput import synthetic_modality, time_method, write_record  # noqa: E402
 
 VARIANTS = {
     "student-only": ("student-only", {}),
@@ -73,11 +72,7 @@ def main() -> None:
         "target": "sembridge over student-only <= 1.5 for both planners (GPU, bf16, batch 256, resnet18, 64 px)",
         "meets_target": all(r <= 1.5 for n, r in ratios.items() if n.startswith("sembridge")),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    tag = "cuda" if device.type == "cuda" else "cpu"
-    path = args.out / f"sembridge_step_{tag}_{args.precision}.json"
-    path.write_text(json.dumps(record, indent=1))
-    print(json.dumps(record, indent=1))
+    write_record(record, args.out, "sembridge_step", device, args.precision)
 
 
 if __name__ == "__main__":

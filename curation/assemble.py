@@ -24,16 +24,26 @@ def assemble(preset: Preset, chosen: dict[str, pd.DataFrame]) -> tuple[gpd.GeoDa
     Args:
         preset: the build's preset.
         chosen: per modality, the accepted candidates with their read ``record`` and ``array``.
+            RGB chips of paired/partial builds carry ``pair_id`` (their MS partner, or "").
 
     Returns:
         The sample table (footprints in EPSG:4326) and the N×C×H×W arrays, rows sorted by sample id.
+        With pairs, the table has a ``pair_id`` column; a paired RGB chip takes its partner's
+        split and spatial block (``paired:BLOCK``), so a pair never straddles two splits.
     """
     frames, arrays = [], {}
     n_classes = len(preset.labels.classes)
+    paired = "pair_id" in chosen["rgb"].columns
+    split_of: dict[str, tuple[str, str]] = {}
     for modality in MODALITIES:
         spec = getattr(preset, modality)
         chips = chosen[modality].sort_values("candidate_id").reset_index(drop=True)
-        chips["split"] = assign_blocks(chips, preset.split, preset.seed, n_classes)
+        if paired and modality == "rgb":
+            chips["pair_id"] = chips["pair_id"].fillna("").astype(str)
+            _pair_splits(chips, split_of, preset.split, preset.seed, n_classes)
+        else:
+            chips["split"] = assign_blocks(chips, preset.split, preset.seed, n_classes) if len(chips) else []
+            split_of.update(zip(chips["candidate_id"], zip(chips["split"], chips["block"])))
         records = chips["record"].tolist()
         hrefs = [
             json.dumps({b.name: r["item"]["assets"][b.asset] for b in spec.bands}, sort_keys=True)
@@ -56,12 +66,51 @@ def assemble(preset: Preset, chosen: dict[str, pd.DataFrame]) -> tuple[gpd.GeoDa
             "block": chips["block"],
             "array_index": np.arange(len(chips), dtype=np.int64),
         })
+        if paired:
+            frame["pair_id"] = chips["pair_id"] if modality == "rgb" else ""
         frame["geometry"] = _footprints_lonlat(chips)
         frames.append(frame)
         arrays[modality] = (np.stack(chips["array"].tolist()) if len(chips)
                             else np.zeros((0, len(spec.bands), spec.chip_px, spec.chip_px), spec.dtype))
     samples = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs="EPSG:4326")
     return samples, arrays
+
+
+def _pair_splits(rgb: pd.DataFrame, ms_split: dict[str, tuple[str, str]], fractions, seed: int,
+                 n_classes: int) -> None:
+    """Paired RGB chips take their partner's split and block; the others get spatial blocks of their own."""
+    rgb["split"] = ""
+    has = rgb["pair_id"] != ""
+    rgb.loc[has, "split"] = [ms_split[p][0] for p in rgb.loc[has, "pair_id"]]
+    rgb.loc[has, "block"] = [f"paired:{ms_split[p][1]}" for p in rgb.loc[has, "pair_id"]]
+    if (~has).any():
+        rgb.loc[~has, "split"] = assign_blocks(rgb[~has], fractions, seed, n_classes)
+
+
+def pair_days_apart(samples: gpd.GeoDataFrame) -> list[float]:
+    """Days between the scenes of each pair (RGB chip and its MS partner), in sample order."""
+    if "pair_id" not in samples.columns:
+        return []
+    when = dict(zip(samples["sample_id"], pd.to_datetime(samples["datetime"], utc=True, format="ISO8601")))
+    rgb = samples[(samples["modality"] == "rgb") & (samples["pair_id"] != "")]
+    return [abs((when[s] - when[p]).total_seconds()) / 86400.0 for s, p in zip(rgb["sample_id"], rgb["pair_id"])]
+
+
+def consistency_block(preset: Preset, samples: gpd.GeoDataFrame) -> dict[str, Any]:
+    """The manifest's ``consistency``: the mode asked for and what the data measure.
+
+    ``overlap`` is measured from the footprints (share of RGB chips touching an MS chip), never
+    copied from the preset. Builds with pairs add how many there are, how many were asked for,
+    and how far apart in time the two scenes of a pair are.
+    """
+    block: dict[str, Any] = {"mode": preset.consistency, "overlap": measured_overlap(samples)}
+    if "pair_id" in samples.columns:
+        days = pair_days_apart(samples)
+        block["pairs"] = len(days)
+        block["pairs_wanted"] = round(preset.paired_fraction * preset.per_class) * len(preset.labels.classes)
+        if days:
+            block["days_apart"] = {"median": round(float(np.median(days)), 2), "max": round(float(max(days)), 2)}
+    return block
 
 
 def _footprints_lonlat(chips: pd.DataFrame) -> list:
@@ -116,7 +165,7 @@ def build_manifest(preset: Preset, *, catalog_url: str, catalog_mode: str, queri
             for k, name in enumerate(preset.labels.classes)
         ],
         "modalities": modalities,
-        "consistency": {"mode": "asymmetric", "overlap": measured_overlap(samples)},
+        "consistency": consistency_block(preset, samples),
         "provenance": {
             "catalog": extra.get("catalog", catalog_url),
             "catalog_mode": catalog_mode,

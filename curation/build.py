@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import geopandas as gpd
 import numpy as np
 import pandas as pd
 import rasterio
@@ -21,9 +20,12 @@ import shapely.geometry
 from ackd_bench.benchmark.dataset import atomic_write_text, is_complete_dataset, write_dataset
 from ackd_bench.benchmark.errors import AckdBenchError, DatasetExistsError
 from ackd_bench.curation.assemble import MODALITIES, assemble, build_manifest
-from ackd_bench.curation.parallel import map_threads
+from ackd_bench.curation.catalog_profiles import OFFSET_PROPERTIES
+from ackd_bench.curation.pairing import lonlat_boxes, plan_consistency, select_consistent
+from ackd_bench.curation.parallel import ReadPool
 from ackd_bench.curation.presets import DEMO_CATALOG, ModalitySpec, Preset
 from ackd_bench.curation.reading import ItemRef, gdal_env, rank_items, read_chip
+from ackd_bench.curation.remote import RemoteError, RetryPolicy
 from ackd_bench.curation.sampling import (
     ChipGrid, candidate_chips, plan_grid, rank_candidates, read_label_grid,
 )
@@ -33,6 +35,7 @@ from ackd_bench.curation.stac import Catalog, CatalogError
 # to absorb typical cloud/nodata rejections without reading far more chips than kept.
 FIRST_ROUND_FACTOR = 1.25
 BATCH = 128
+REJECTS_FILE = "rejects.parquet"  # every candidate chip that was read and rejected, and why
 
 
 class BuildError(AckdBenchError):
@@ -50,8 +53,8 @@ class BuildReport:
     shortfalls: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
-def build_dataset(preset: Preset, out: Path, *, workers: int = 4, progress: bool = True,
-                  force: bool = False) -> BuildReport:
+def build_dataset(preset: Preset, out: Path, *, workers: int = 4, scheduler: str | None = None,
+                  progress: bool = True, force: bool = False, retry: RetryPolicy | None = None) -> BuildReport:
     """Build the benchmark described by ``preset`` into ``out`` (dataset format v1).
 
     Each stage's result is kept in a work folder beside ``out`` (``.NAME.build-KEY``), so a
@@ -61,14 +64,22 @@ def build_dataset(preset: Preset, out: Path, *, workers: int = 4, progress: bool
     Args:
         preset: what to build (catalogue, AOIs, taxonomy, thresholds, seed).
         out: the dataset directory to create.
-        workers: concurrent chip reads.
+        workers: dask workers of the local cluster that reads the chips (threads of this process,
+            each reading ``parallel.READS_PER_WORKER`` chips at a time); ignored with an address.
+        scheduler: None for a local dask cluster; ``"tcp://HOST:PORT"`` to read on a running
+            dask cluster; ``"threads"`` (this process) or ``"sync"`` (sequential). The dataset is
+            the same whichever runs the reads.
         progress: show progress bars on stderr.
         force: rebuild even when ``out`` already holds this very build (same preset, catalogue).
+        retry: retries and timeouts of STAC requests and COG reads (default `RetryPolicy()`).
+            Chips whose reads still fail are replaced like QA rejects and listed in
+            ``rejects.parquet`` with every attempt; retries that succeed leave the dataset unchanged.
 
     Raises:
         CatalogError: the catalogue cannot be opened or searched.
         DatasetExistsError: ``out`` is a file or a foreign non-empty directory.
         BuildError: the catalogue cannot provide a class at all, or the preset is inconsistent.
+        SchedulerError: ``scheduler`` cannot be reached or was lost (finished reads are kept).
     """
     out = Path(out)
     complete = _check_out(out)
@@ -76,32 +87,54 @@ def build_dataset(preset: Preset, out: Path, *, workers: int = 4, progress: bool
     if complete and not force and (done := _finished_build(out, preset)) is not None:
         return done
     catalog_url, extra = _resolve_catalog(preset, progress)
+    sources = {source: preset.source_catalog(source)[0] for source in ("ms", "rgb", "labels")}
+    if len(set(sources.values())) > 1:  # a profile's `via`: some source has a catalogue of its own
+        extra["catalogs"] = sources
     key = hashlib.sha256(json.dumps([preset.to_dict(), extra], sort_keys=True).encode()).hexdigest()[:12]
     work = out.parent / f".{out.name}.build-{key}"
     work.mkdir(parents=True, exist_ok=True)
-    catalog = Catalog(catalog_url, sign=preset.sign)
+    catalogs = _open_catalogs(preset, catalog_url, retry)
+    catalog = catalogs["ms"]
+    read_pool = ReadPool(workers=workers, scheduler=scheduler)  # a local cluster starts on the first read
 
-    queries, chosen, report = {}, {}, BuildReport(out=out, fingerprint="", counts={})
+    queries, chosen, rejects, report = {}, {}, {}, BuildReport(out=out, fingerprint="", counts={})
+    plan = plan_consistency(preset)  # which AOIs each modality samples (asymmetric: its own)
+    specs = {m: plan.spec(preset, m) for m in MODALITIES}
+    items, candidates = {}, {}
     for modality in MODALITIES:
-        spec: ModalitySpec = getattr(preset, modality)
-        items, grids, queries[modality] = _search_stage(catalog, preset, spec, modality, work, progress)
-        candidates = _sample_stage(catalog, preset, spec, modality, grids, work, progress)
-        chosen[modality], report.rejected[modality] = _read_stage(
-            catalog, preset, spec, modality, candidates, items, work, workers, progress,
-        )
+        items[modality], grids, queries[modality] = _search_stage(
+            catalogs[modality], preset, specs[modality], modality, work, progress, label_catalog=catalogs["labels"])
+        candidates[modality] = _sample_stage(catalogs["labels"], preset, specs[modality], modality, grids, work, progress)
+
+    def read(modality: str, subset: pd.DataFrame, per_class: int) -> pd.DataFrame:
+        got, counts, rejected = _read_stage(catalogs[modality], preset.with_overrides(per_class=per_class),
+                                            specs[modality], modality, subset, items[modality], work, read_pool, progress)
+        report.rejected[modality] = report.rejected.get(modality, Counter()) + counts
+        rejects[modality] = rejects.get(modality, []) + rejected
+        return got
+
+    if plan.fraction == 0.0:
+        chosen = {m: read(m, candidates[m], preset.per_class) for m in MODALITIES}
+    else:
+        rgb_state = json.loads((work / "search-rgb.json").read_text())
+        footprints = [shapely.geometry.shape(f["geometry"]) for f in rgb_state["footprints"]]
+        chosen = select_consistent(preset, plan, candidates, footprints, read)
+    for modality in MODALITIES:
+        report.rejected.setdefault(modality, Counter())
+        rejects.setdefault(modality, [])
         short = _shortfall(chosen[modality], preset)
         if short:
             report.shortfalls[modality] = short
             print(f"warning: {modality}: fewer than {preset.per_class} chips for {short}", file=sys.stderr)
 
+    read_pool.close()
     samples, arrays = assemble(preset, chosen)
     manifest = build_manifest(
         preset, catalog_url=catalog_url, catalog_mode="api" if catalog.is_api else "static",
         queries=queries, rejected=report.rejected, shortfalls=report.shortfalls, samples=samples, extra=extra,
     )
-    from ackd_bench.curation.card import write_card
-
-    write_dataset(out, manifest=manifest, samples=samples, arrays=arrays, card=write_card)
+    write_dataset(out, manifest=manifest, samples=samples, arrays=arrays, card=_card_and_rejects(preset, rejects))
+    _print_read_summary(out, rejects)
     report.fingerprint = json.loads((out / "dataset.json").read_text())["fingerprint"]
     report.counts = json.loads((out / "dataset.json").read_text())["counts"]
     shutil.rmtree(work, ignore_errors=True)
@@ -130,11 +163,16 @@ def _check_out(out: Path) -> bool:
 
 
 def _check_disjoint(preset: Preset) -> None:
+    """Chips that must not be co-located come from disjoint AOIs (asymmetric, and partial's unpaired chips)."""
+    if preset.paired_fraction == 1.0:
+        return  # paired: both modalities come from the shared AOIs only
+    rgb_aois = preset.rgb.aois + (preset.shared_aois() if preset.paired_fraction else ())
     ms = shapely.union_all([shapely.geometry.box(*a) for a in preset.ms.aois])
-    rgb = shapely.union_all([shapely.geometry.box(*a) for a in preset.rgb.aois])
+    rgb = shapely.union_all([shapely.geometry.box(*a) for a in rgb_aois])
     if ms.intersects(rgb) and ms.intersection(rgb).area > 0:
         raise BuildError(
-            f"preset {preset.name!r} is asymmetric but its MS and RGB AOIs overlap; make them disjoint"
+            f"preset {preset.name!r} is {preset.consistency} but its MS and RGB AOIs overlap; make them disjoint"
+            " (or build it with --consistency paired)"
         )
 
 
@@ -143,8 +181,24 @@ def _resolve_catalog(preset: Preset, progress: bool) -> tuple[str, dict[str, Any
         return preset.catalog, {"catalog": preset.catalog}
     from ackd_bench.curation.demo_world import DEMO_WORLD_VERSION, cached_demo_catalog
 
-    path = cached_demo_catalog(progress=progress)
-    return str(path), {"catalog": DEMO_CATALOG, "demo_world_version": DEMO_WORLD_VERSION}
+    # Co-located chips come from the pair site, rendered only into worlds that need it.
+    pair_site = preset.paired_fraction > 0
+    path = cached_demo_catalog(progress=progress, pair_site=pair_site)
+    return str(path), {"catalog": DEMO_CATALOG, "demo_world_version": DEMO_WORLD_VERSION,
+                       **({"demo_pair_site": True} if pair_site else {})}
+
+
+def _open_catalogs(preset: Preset, main_url: str, retry: RetryPolicy | None) -> dict[str, Catalog]:
+    """The catalogue of each source (ms, rgb, labels); one client per distinct (URL, signing)."""
+    opened: dict[tuple[str, bool], Catalog] = {}
+    catalogs = {}
+    for source in ("ms", "rgb", "labels"):
+        url, sign = preset.source_catalog(source)
+        url = main_url if url == preset.catalog else url  # the main one, the demo resolved to its path
+        if (url, sign) not in opened:
+            opened[(url, sign)] = Catalog(url, sign=sign, retry=retry)
+        catalogs[source] = opened[(url, sign)]
+    return catalogs
 
 
 def _item_ref(item, catalog: Catalog) -> ItemRef:
@@ -152,7 +206,7 @@ def _item_ref(item, catalog: Catalog) -> ItemRef:
 
     # pystac migrates PC's proj:epsg to proj:code on read; the extension reads either.
     epsg = ProjectionExtension.ext(item).epsg if ProjectionExtension.has_extension(item) else None
-    keep = ("eo:cloud_cover", "s2:processing_baseline", "naip:year", "s2:mgrs_tile")
+    keep = ("eo:cloud_cover", "naip:year", "s2:mgrs_tile", *OFFSET_PROPERTIES)
     return ItemRef(
         id=item.id, collection=item.collection_id or "",
         datetime=(item.datetime or item.common_metadata.start_datetime).isoformat().replace("+00:00", "Z"),
@@ -162,8 +216,10 @@ def _item_ref(item, catalog: Catalog) -> ItemRef:
 
 
 def _search_stage(catalog: Catalog, preset: Preset, spec: ModalitySpec, modality: str, work: Path,
-                  progress: bool) -> tuple[list[ItemRef], list[ChipGrid], list[dict]]:
-    """One search per AOI for the imagery and one for the labels; the chip grid of each AOI."""
+                  progress: bool, *, label_catalog: Catalog | None = None) -> tuple[list[ItemRef], list[ChipGrid], list[dict]]:
+    """One search per AOI for the imagery and one for the labels (in ``label_catalog``, default
+    ``catalog``); the chip grid of each AOI."""
+    label_catalog = label_catalog or catalog
     done = work / f"search-{modality}.json"
     if done.exists():
         state = json.loads(done.read_text())
@@ -176,21 +232,21 @@ def _search_stage(catalog: Catalog, preset: Preset, spec: ModalitySpec, modality
     footprints: dict[str, dict] = {}
     for i, aoi in enumerate(_bar(spec.aois, progress, f"search {modality}")):
         found = catalog.search(collection=spec.collection, bbox=aoi, datetime_range=spec.datetime, query=query)
-        lab = catalog.search(collection=preset.labels.collection, bbox=aoi, datetime_range="../..")
+        lab = label_catalog.search(collection=preset.labels.collection, bbox=aoi, datetime_range="../..")
         queries += [found.query, lab.query]
         if not found.items:
             raise CatalogError(f"no {spec.collection} items in {catalog.url} for AOI {aoi} and {spec.datetime}",
                                url=catalog.url)
         if not lab.items:
-            raise CatalogError(f"no {preset.labels.collection} items in {catalog.url} cover AOI {aoi}",
-                               url=catalog.url)
+            raise CatalogError(f"no {preset.labels.collection} items in {label_catalog.url} cover AOI {aoi}",
+                               url=label_catalog.url)
         refs = [_item_ref(it, catalog) for it in found.items]
         missing = sorted({b.asset for b in spec.bands} - set(refs[0].assets))
         if missing:
             raise CatalogError(f"{spec.collection} items lack asset(s) {', '.join(missing)}", url=catalog.url)
         items.update({r.id: r for r in refs})
         footprints.update({it.id: it.geometry for it in found.items})
-        labels[str(i)] = [_item_ref(it, catalog) for it in lab.items]
+        labels[str(i)] = [_item_ref(it, label_catalog) for it in lab.items]
         grids.append(_grid_for(catalog, i, aoi, refs, spec))
     state = {"items": [r.to_dict() for r in items.values()], "labels": {k: [r.to_dict() for r in v] for k, v in labels.items()},
              "grids": [g.__dict__ for g in grids], "queries": queries,
@@ -203,11 +259,19 @@ def _grid_for(catalog: Catalog, index: int, aoi, refs: list[ItemRef], spec: Moda
     """The chip grid of an AOI: in the imagery's most common CRS, aligned to its pixel grid."""
     epsgs = Counter(r.epsg for r in refs if r.epsg)
     ref = next((r for r in refs if r.epsg == epsgs.most_common(1)[0][0]), refs[0]) if epsgs else refs[0]
-    href = catalog.readable_href(ref.assets[spec.bands[0].asset])
-    with gdal_env(), rasterio.open(href) as src:
-        crs = f"EPSG:{src.crs.to_epsg()}" if src.crs.to_epsg() else src.crs.to_wkt()
-        origin = (src.transform.c, src.transform.f)
+    try:
+        with gdal_env(catalog.retry):
+            crs, origin = catalog.signer.read(ref.assets[spec.bands[0].asset], _grid_origin)
+    except RemoteError as err:
+        raise CatalogError(f"cannot plan the chip grid of AOI {aoi}: {err}", url=err.url,
+                           status=err.failure.status) from err
     return plan_grid(index, aoi, crs, spec, origin=origin)
+
+
+def _grid_origin(href: str) -> tuple[str, tuple[float, float]]:
+    with rasterio.open(href) as src:
+        crs = f"EPSG:{src.crs.to_epsg()}" if src.crs.to_epsg() else src.crs.to_wkt()
+        return crs, (src.transform.c, src.transform.f)
 
 
 def _sample_stage(catalog: Catalog, preset: Preset, spec: ModalitySpec, modality: str,
@@ -237,20 +301,27 @@ def _sample_stage(catalog: Catalog, preset: Preset, spec: ModalitySpec, modality
 
 def _chip_items(candidates: pd.DataFrame, items: list[ItemRef], footprints: dict[str, Any],
                 prefer: str) -> dict[str, list[ItemRef]]:
-    """For every candidate chip, the items whose footprint contains it, in preference order."""
-    boxes = gpd.GeoSeries(
-        [shapely.geometry.box(*b) for b in candidates[["minx", "miny", "maxx", "maxy"]].to_numpy()],
-        crs=candidates["crs"].iloc[0],
-    ).to_crs(4326)
+    """For every candidate chip, the items whose footprint contains it, in preference order.
+
+    A ``prefer`` column, where candidates have one, overrides ``prefer`` per chip (paired MS
+    chips prefer the scene nearest their RGB partner's date).
+    """
+    boxes = lonlat_boxes(candidates)  # each row in its own CRS (AOIs may lie in several UTM zones)
     inside = {it.id: shapely.contains(footprints[it.id], boxes.values) for it in items}
-    ranked = rank_items(items, prefer)
-    return {cid: [it for it in ranked if inside[it.id][i]] for i, cid in enumerate(candidates["candidate_id"])}
+    wishes = candidates["prefer"].tolist() if "prefer" in candidates else [prefer] * len(candidates)
+    ranked = {wish: rank_items(items, wish) for wish in set(wishes)}
+    return {cid: [it for it in ranked[wish] if inside[it.id][i]]
+            for i, (cid, wish) in enumerate(zip(candidates["candidate_id"], wishes))}
 
 
 def _read_stage(catalog: Catalog, preset: Preset, spec: ModalitySpec, modality: str,
-                candidates: pd.DataFrame, items: list[ItemRef], work: Path, workers: int,
-                progress: bool) -> tuple[pd.DataFrame, Counter]:
-    """Read chips class by class in rank order until ``per_class`` pass QA (or candidates run out)."""
+                candidates: pd.DataFrame, items: list[ItemRef], work: Path, read_pool: ReadPool,
+                progress: bool) -> tuple[pd.DataFrame, Counter, list[dict[str, Any]]]:
+    """Read chips class by class in rank order until ``per_class`` pass QA (or candidates run out).
+
+    Returns:
+        The chosen chips, rejections counted by kind, and the read record of every rejected chip.
+    """
     state = json.loads((work / f"search-{modality}.json").read_text())
     footprints = {d["id"]: shapely.geometry.shape(d["geometry"]) for d in state["footprints"]}
     results: dict[str, dict[str, Any]] = {}
@@ -275,14 +346,13 @@ def _read_stage(catalog: Catalog, preset: Preset, spec: ModalitySpec, modality: 
             break
         batch = pd.concat(todo, ignore_index=True)
         chip_items = _chip_items(batch, items, footprints, spec.prefer)
-        _read_batches(catalog, preset, spec, modality, batch, chip_items, work, workers, progress, results, arrays)
+        _read_batches(catalog, preset, spec, modality, batch, chip_items, work, read_pool, progress, results, arrays)
         factor = 1.5  # later rounds only top up classes whose chips were rejected more often
-    return _select(preset, candidates, results, arrays), Counter(
-        _reason_kind(r["reject"]) for r in results.values() if r["reject"]
-    )
+    rejected = [results[c] for c in sorted(results) if results[c]["reject"]]
+    return _select(preset, candidates, results, arrays), Counter(_reason_kind(r["reject"]) for r in rejected), rejected
 
 
-def _read_batches(catalog, preset, spec, modality, batch, chip_items, work, workers, progress, results, arrays):
+def _read_batches(catalog, preset, spec, modality, batch, chip_items, work, read_pool, progress, results, arrays):
     rows = batch.to_dict("records")
     chunks = [rows[i:i + BATCH] for i in range(0, len(rows), BATCH)]
     pending = []
@@ -296,10 +366,10 @@ def _read_batches(catalog, preset, spec, modality, batch, chip_items, work, work
         return
     with _progress(total, progress, f"read {modality}") as bar:
         for name, chunk in pending:
-            reads = map_threads(
-                lambda r: read_chip(r, chip_items[r["candidate_id"]], spec, max_cloud=preset.max_cloud,
-                                    max_nodata=preset.max_nodata, href_for=catalog.readable_href),
-                chunk, workers=workers, on_done=bar.update,
+            # Workers get the rows, their items and a picklable `Remote`, never the catalogue client.
+            reads = read_pool.map(
+                read_chip, chunk, [chip_items[r["candidate_id"]] for r in chunk], on_done=bar.update,
+                spec=spec, max_cloud=preset.max_cloud, max_nodata=preset.max_nodata, remote=catalog.signer,
             )
             _save_batch(work, modality, name, chunk, reads, results, arrays)
 
@@ -311,6 +381,7 @@ def _save_batch(work: Path, modality: str, name: str, chunk: list[dict], reads, 
             "candidate_id": row["candidate_id"], "label": int(row["label"]), "reject": got.reject,
             "item": got.item.to_dict() if got.item else None, "cloud_fraction": got.cloud_fraction,
             "nodata_fraction": got.nodata_fraction, "attempts": got.attempts,
+            "failure": got.failure, "retries": got.retries,
         }
         if got.array is not None:
             rec["slot"] = len(stack)
@@ -350,6 +421,52 @@ def _shortfall(chosen: pd.DataFrame, preset: Preset) -> dict[str, int]:
     counts = chosen["label"].value_counts()
     return {name: int(counts.get(k, 0)) for k, name in enumerate(preset.labels.classes)
             if counts.get(k, 0) < preset.per_class}
+
+
+def _rejects_table(preset: Preset, rejects: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
+    """One row per rejected candidate: which chip, why, and (read failures) which href and each attempt."""
+    rows, seen = [], set()
+    for modality, records in rejects.items():
+        for rec in records:
+            if (modality, rec["candidate_id"]) in seen:
+                continue  # a candidate offered to several read rounds is read (and listed) once
+            seen.add((modality, rec["candidate_id"]))
+            failure = rec.get("failure")
+            rows.append({
+                "candidate_id": rec["candidate_id"], "modality": modality, "label": rec["label"],
+                "label_name": preset.labels.classes[rec["label"]],
+                "kind": "read" if failure else "qa", "reason": _reason_kind(rec["reject"]), "detail": rec["reject"],
+                "item_id": (rec.get("item") or {}).get("id"), "href": failure["href"] if failure else None,
+                "status": failure["status"] if failure else None,
+                "attempts": json.dumps(failure["attempts"] if failure else rec["attempts"], sort_keys=True),
+            })
+    columns = ["candidate_id", "modality", "label", "label_name", "kind", "reason", "detail", "item_id", "href",
+               "status", "attempts"]
+    table = pd.DataFrame(rows, columns=columns).sort_values(["modality", "candidate_id"], ignore_index=True)
+    return table.astype({"label": "int64", "status": "Int64"})
+
+
+def _card_and_rejects(preset: Preset, rejects: dict[str, list[dict[str, Any]]]):
+    """The ``card`` writer of `write_dataset`, plus ``rejects.parquet`` (checksummed like the card)."""
+    from ackd_bench.curation.card import write_card
+
+    table = _rejects_table(preset, rejects)
+
+    def write(staging: Path, manifest, samples, arrays) -> None:
+        write_card(staging, manifest, samples, arrays)
+        table.to_parquet(staging / REJECTS_FILE, index=False)
+
+    return write
+
+
+def _print_read_summary(out: Path, rejects: dict[str, list[dict[str, Any]]]) -> None:
+    """Warn about chips lost to read failures, counted by reason; they are listed in rejects.parquet."""
+    for modality, records in rejects.items():
+        failed = Counter({r["candidate_id"]: r["failure"]["reason"] for r in records if r.get("failure")}.values())
+        if failed:
+            counts = ", ".join(f"{k}: {v}" for k, v in sorted(failed.items()))
+            print(f"warning: {modality}: {sum(failed.values())} chips could not be read after retries ({counts}); "
+                  f"they were replaced and are listed with every attempt in {out / REJECTS_FILE}", file=sys.stderr)
 
 
 def _reason_kind(reason: str) -> str:

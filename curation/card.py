@@ -279,6 +279,12 @@ def render_card_markdown(
         f"- mode: `{manifest['consistency']['mode']}`",
         f"- overlap stated in the manifest: {manifest['consistency']['overlap']}",
     ]
+    consistency = manifest["consistency"]
+    if "pairs" in consistency:
+        lines.append(f"- co-located pairs (`pair_id`): {consistency['pairs']} of {consistency['pairs_wanted']} asked for")
+    if "days_apart" in consistency:
+        lines.append(f"- days between the two scenes of a pair: median {consistency['days_apart']['median']}, "
+                     f"max {consistency['days_apart']['max']}")
     for modality, (hit, total) in overlap.items():
         share = f"{100 * hit / total:.1f} %" if total else "n/a"
         other = "MS" if modality == "rgb" else "RGB"

@@ -73,7 +73,8 @@ def _when(iso: str) -> datetime:
 def cloud_cover_percent(scl: np.ndarray) -> float:
     """eo:cloud_cover: % of valid SCL pixels flagged cloud (8, 9), cirrus (10) or shadow (3)."""
     valid = np.count_nonzero(scl)
-    return round(100.0 * np.count_nonzero(np.isin(scl, SCL_FLAGGED)) / max(valid, 1), 6)
+    # Plain floats: a JSON writer such as orjson (which pystac uses when installed) refuses numpy scalars.
+    return round(float(100.0 * np.count_nonzero(np.isin(scl, SCL_FLAGGED)) / max(valid, 1)), 6)
 
 
 def _band_asset(href: str, band: str, proj: dict, offset: int) -> pystac.Asset:
@@ -100,8 +101,9 @@ def s2_item(
     geometry: tuple[dict, list[float]],
     scl: np.ndarray,
     assets_proj: dict[str, dict],
+    tile: str = S2_TILE,
 ) -> pystac.Item:
-    """A sentinel-2-l2a item; SCL-derived percentages computed from the SCL raster itself."""
+    """A sentinel-2-l2a item of MGRS ``tile``; SCL-derived percentages computed from the SCL raster."""
     valid = max(np.count_nonzero(scl), 1)
     counts = np.bincount(scl.ravel(), minlength=12)
     properties = {
@@ -109,17 +111,17 @@ def s2_item(
         "constellation": "Sentinel 2",
         "instruments": ["msi"],
         "eo:cloud_cover": cloud_cover_percent(scl),
-        "s2:mgrs_tile": S2_TILE,
+        "s2:mgrs_tile": tile,
         "s2:processing_baseline": acq.baseline,
         "s2:product_type": "S2MSI2A",
-        "s2:nodata_pixel_percentage": round(100.0 * counts[0] / scl.size, 6),
-        **{name: round(100.0 * counts[code] / valid, 6) for code, name in SCL_PERCENTAGES.items()},
+        "s2:nodata_pixel_percentage": round(float(100.0 * counts[0] / scl.size), 6),
+        **{name: round(float(100.0 * counts[code] / valid), 6) for code, name in SCL_PERCENTAGES.items()},
         "sat:orbit_state": "descending",
         "sat:relative_orbit": acq.relative_orbit,
         "proj:epsg": assets_proj["SCL"]["proj:epsg"],
     }
     item = pystac.Item(
-        id=acq.item_id(S2_TILE),
+        id=acq.item_id(tile),
         geometry=geometry[0],
         bbox=geometry[1],
         datetime=_when(acq.datetime),
@@ -189,7 +191,7 @@ def worldcover_item(
         id=item_id,
         geometry=geometry[0],
         bbox=geometry[1],
-        datetime=_when("2021-01-01T00:00:00Z"),
+        datetime=None,  # as on Planetary Computer: a yearly product has only start and end
         properties={
             "start_datetime": "2021-01-01T00:00:00Z",
             "end_datetime": "2021-12-31T23:59:59Z",

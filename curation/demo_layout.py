@@ -6,7 +6,7 @@ The layout is decided once per region on a coarse grid (tens of metres in ``eu``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -40,6 +40,9 @@ class RegionStyle:
         shore_ring: width range of the reed ring around lakes in metres.
         pivot_fraction: share of crop parcels irrigated by a centre pivot.
         shrub_cover: typical share of shrubland covered by shrubs (dense heath vs scattered).
+        zone_jitter: how far a zone's seed strays from the centre of its lattice square, as a
+            share of ``zone_cell`` (0: square zones on a ``zone_cell`` grid).
+        zone_warp: amplitude of the domain warp that bends zone edges, in ``zone_cell`` units.
     """
 
     name: str
@@ -58,6 +61,8 @@ class RegionStyle:
     shore_ring: tuple[float, float]
     pivot_fraction: float
     shrub_cover: float
+    zone_jitter: float = 0.8
+    zone_warp: float = 1.1
 
 
 # Priors are set so that every class leaves >= 250 pure chips at scale 1 (see the tests) while
@@ -102,6 +107,14 @@ STYLES: dict[str, RegionStyle] = {
         shrub_cover=0.45,
     ),
 }
+# The pair site (demo_world.demo_pair_site): Iowa again, imaged by Sentinel-2 and NAIP alike, laid
+# out as square blocks of 3 × 3 Sentinel-2 chips, one land use each, with section roads along
+# their edges. The us region's ~700 m zones leave few pure 640 m chips; these blocks leave several
+# per class, so paired builds find co-located chips of every class. It keeps the us style name,
+# which picks the appearance (spectra, crop calendar) and the forest type.
+PAIR_BLOCK_M = 1920.0
+STYLES["pair"] = replace(STYLES["us"], zone_cell=PAIR_BLOCK_M, zone_jitter=0.0, zone_warp=0.06, rivers=(),
+                         section_roads=PAIR_BLOCK_M)
 
 
 @dataclass(frozen=True)
@@ -198,11 +211,11 @@ def build_landscape(style: RegionStyle, bounds: tuple[float, ...], seed: int) ->
 
 def _warped_zones(style: RegionStyle, seed: int, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """Voronoi zones of a jittered seed grid, seen through a smooth domain warp (organic edges)."""
-    amp = 1.1 * style.zone_cell
+    amp = style.zone_warp * style.zone_cell
     warp_x = amp * fbm_grid(seed, S_WARP_X, xs, ys, 1.5 * style.zone_cell, 4)
     warp_y = amp * fbm_grid(seed, S_WARP_Y, xs, ys, 1.5 * style.zone_cell, 4)
     rows, cols, _, _ = jittered_nearest(
-        seed, S_ZONES, xs[None, :] + warp_x, ys[:, None] + warp_y, style.zone_cell
+        seed, S_ZONES, xs[None, :] + warp_x, ys[:, None] + warp_y, style.zone_cell, style.zone_jitter
     )
     rows -= rows.min()
     cols -= cols.min()

@@ -27,7 +27,7 @@ STRIP_ROWS = 400  # 10 m rows rendered at once (even: 20 m pixels never straddle
 
 @dataclass(frozen=True)
 class S2Acquisition:
-    """One Sentinel-2 L2A acquisition over the ``eu`` region.
+    """One Sentinel-2 L2A acquisition over a demo region.
 
     Attributes:
         datetime: sensing time (UTC, ISO 8601).
@@ -36,6 +36,8 @@ class S2Acquisition:
         relative_orbit: relative orbit number.
         cloud_cover: target share of the scene flagged cloud, cirrus or shadow (roughly).
         swath_edge: whether the scene lies at the swath edge (its east is no data).
+        season: the region's appearance date (crop calendar) the scene shows; None: its
+            position among the region's acquisitions.
     """
 
     datetime: str
@@ -44,6 +46,7 @@ class S2Acquisition:
     relative_orbit: int
     cloud_cover: float
     swath_edge: bool
+    season: int | None = None
 
     @property
     def offset(self) -> int:
@@ -62,6 +65,15 @@ S2_ACQUISITIONS = (
     S2Acquisition("2021-07-14T10:30:31.024000Z", "Sentinel-2A", "03.00", 108, 0.10, False),
     S2Acquisition("2022-06-19T10:36:29.024000Z", "Sentinel-2B", "04.00", 65, 0.30, True),
     S2Acquisition("2023-08-08T10:30:31.024000Z", "Sentinel-2A", "05.09", 108, 0.50, False),
+)
+# Over the pair site: summer 2021, days from the two NAIP flights (2021-07-15 and 2021-08-02), so
+# paired chips are seen by both sensors at nearly the same time; seasons index the us appearance.
+PAIR_S2_TILE = "15TVG"
+PAIR_S2_EPSG = 32615  # WGS 84 / UTM 15N; PROJ relates it to NAIP's NAD83 / UTM 15N by a null shift
+PAIR_S2_ACQUISITIONS = (
+    S2Acquisition("2021-07-13T17:09:21.024000Z", "Sentinel-2B", "03.00", 69, 0.10, False, season=0),
+    S2Acquisition("2021-07-28T17:09:19.024000Z", "Sentinel-2A", "03.01", 69, 0.30, False, season=0),
+    S2Acquisition("2021-08-07T17:09:29.024000Z", "Sentinel-2A", "03.01", 69, 0.05, False, season=1),
 )
 
 
@@ -186,12 +198,16 @@ def _up2(a: np.ndarray) -> np.ndarray:
 
 
 def render_s2_scenes(
-    land: Landscape, advance: Callable[[int], None] | None = None
+    land: Landscape,
+    advance: Callable[[int], None] | None = None,
+    acquisitions: tuple[S2Acquisition, ...] = S2_ACQUISITIONS,
 ) -> tuple[list[S2Scene], np.ndarray]:
     """Render every acquisition over the region, strip by strip.
 
     Args:
+        land: the region's landscape, with a 10 m pixel.
         advance: progress callback, called after each strip with its number of 10 m rows.
+        acquisitions: the scenes to render (default: the ``eu`` region's).
 
     Returns:
         (the scenes, the 10 m WorldCover label map of the region).
@@ -200,7 +216,7 @@ def render_s2_scenes(
     height, width = int(round((maxy - miny) / 10.0)), int(round((maxx - minx) / 10.0))
     xs20 = minx + (np.arange(width // 2) + 0.5) * 20.0
     ys20 = maxy - (np.arange(height // 2) + 0.5) * 20.0
-    skies = [_sky(land, acq, d, xs20, ys20) for d, acq in enumerate(S2_ACQUISITIONS)]
+    skies = [_sky(land, acq, d, xs20, ys20) for d, acq in enumerate(acquisitions)]
     scenes = [
         S2Scene(
             acq,
@@ -208,7 +224,7 @@ def render_s2_scenes(
                          np.uint16) for b in S2_BANDS},
             np.zeros((height // 2, width // 2), np.uint8),
         )
-        for acq in S2_ACQUISITIONS
+        for acq in acquisitions
     ]
     labels = np.zeros((height, width), np.uint8)
     for top in range(0, height, STRIP_ROWS):
@@ -240,7 +256,8 @@ def _render_strip(
 ) -> None:
     """Surface → atmosphere → DN for one strip of one date; SCL from the 20 m surface."""
     acq = scene.acquisition
-    surface = surface_reflectance(win, APPEARANCE[land.style.name], date)
+    season = date if acq.season is None else acq.season
+    surface = surface_reflectance(win, APPEARANCE[land.style.name], season)
     rng = np.random.default_rng([land.seed, S_SENSOR, date, top])
     alpha, glow, cirrus = _up2(sky.alpha[sl]), _up2(sky.glow[sl]), _up2(sky.cirrus[sl])
     shadow = _up2(sky.shadow[sl])

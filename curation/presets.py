@@ -1,32 +1,36 @@
-"""Build presets: everything one `build-dataset` run needs, as validated, frozen data."""
+"""Build presets: everything one `build-dataset` run needs, as validated, frozen data.
+
+Built-in presets are YAML files in ``curation/builtin/presets``; user presets are YAML or JSON files
+of the same form (``--preset FILE``). Both are read with safe loaders and validated strictly into
+`Preset`: unknown keys and bad values are errors that name the key. A preset names a catalogue
+profile (`catalog_profiles`), which supplies asset keys, QA asset, radiometry and signing, so
+band lists stay in the benchmark's own names.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
-from ackd_bench.benchmark.errors import AckdBenchError
+import numpy as np
+import yaml
 
-PLANETARY_COMPUTER_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"
+from ackd_bench.benchmark.errors import AckdBenchError
+from ackd_bench.curation.catalog_profiles import (
+    DEFAULT_PROFILE, OFFSET_RULES, CatalogProfile, ProfileError, get_profile,
+)
+
+PRESET_DIR = Path(__file__).with_name("builtin") / "presets"
+DEFAULT_PRESET = "eu-s2__us-naip"
 DEMO_CATALOG = "demo"
 
-# ESA WorldCover v200 class codes (https://esa-worldcover.org/en/data-access, product user manual).
-WORLDCOVER_CLASSES = {
-    10: "tree cover",
-    20: "shrubland",
-    30: "grassland",
-    40: "cropland",
-    50: "built-up",
-    60: "bare / sparse vegetation",
-    70: "snow and ice",
-    80: "permanent water bodies",
-    90: "herbaceous wetland",
-    95: "mangroves",
-    100: "moss and lichen",
-}
+BBox = tuple[float, float, float, float]
 
 
 class PresetError(AckdBenchError):
@@ -62,23 +66,54 @@ class ModalitySpec:
         dtype: array dtype of stored chips (the collection's native dtype).
         max_item_cloud: ``eo:cloud_cover`` upper bound (percent) in the search; None: no filter.
         qa_asset: asset with a Sen2Cor scene classification (SCL); None: nodata QA only.
-        harmonize_offset: subtract the L2A processing-baseline >= 04.00 offset (1000 DN).
+        offset_rule: the catalogue's rule for the L2A processing-baseline offset
+            (`catalog_profiles.OFFSET_RULES`); ``"none"`` for imagery without one.
         prefer: item choice among equally clear items: ``"nearest:YYYY-MM-DD"`` or ``"latest"``.
         block_chips: side of a spatial split block, in chips.
+        catalog, sign: a catalogue of its own (URL, signing) when the preset's does not serve
+            the collection (a profile's ``via``); None: the preset's.
     """
 
     collection: str
     bands: tuple[BandSource, ...]
-    aois: tuple[tuple[float, float, float, float], ...]
+    aois: tuple[BBox, ...]
     datetime: str
     gsd: float
     chip_px: int
     dtype: str
     max_item_cloud: float | None = None
     qa_asset: str | None = None
-    harmonize_offset: bool = False
+    offset_rule: str = "none"
     prefer: str = "latest"
     block_chips: int = 6
+    catalog: str | None = None
+    sign: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not self.bands:
+            raise PresetError(f"{self.collection}: a modality needs at least one band")
+        if not self.aois:
+            raise PresetError(f"{self.collection}: a modality needs at least one AOI")
+        _check_aois(self.aois)
+        for name, value in (("gsd", self.gsd), ("chip_px", self.chip_px), ("block_chips", self.block_chips)):
+            if not _number(value) or value <= 0 or (name != "gsd" and not isinstance(value, int)):
+                raise PresetError(f"{self.collection}: {name} must be a positive number{'' if name == 'gsd' else ' (integer)'}, got {value!r}")
+        try:
+            np.dtype(self.dtype)
+        except TypeError:
+            raise PresetError(f"{self.collection}: dtype {self.dtype!r} is not an array dtype such as uint16") from None
+        if self.offset_rule not in OFFSET_RULES:
+            raise PresetError(f"{self.collection}: unknown offset_rule {self.offset_rule!r}; known: {', '.join(OFFSET_RULES)}")
+        if "/" not in self.datetime:
+            raise PresetError(f"{self.collection}: datetime must be an interval START/END, got {self.datetime!r}")
+        if self.prefer != "latest":
+            kind, _, when = self.prefer.partition(":")
+            try:
+                date.fromisoformat(when)
+            except ValueError:
+                kind = "bad"
+            if kind != "nearest":
+                raise PresetError(f"{self.collection}: prefer must be 'latest' or 'nearest:YYYY-MM-DD', got {self.prefer!r}")
 
     @property
     def band_names(self) -> list[str]:
@@ -98,12 +133,15 @@ class LabelSpec:
         asset: asset key of the class-code raster.
         classes: benchmark class names in id order.
         crosswalk: land-cover code -> benchmark class name; unmapped codes are never a label.
+        catalog, sign: a catalogue of its own, as for `ModalitySpec`.
     """
 
     collection: str = "esa-worldcover"
     asset: str = "map"
     classes: tuple[str, ...] = ()
     crosswalk: tuple[tuple[int, str], ...] = ()
+    catalog: str | None = None
+    sign: bool | None = None
 
     def source_codes(self, name: str) -> list[int]:
         return [code for code, cls in self.crosswalk if cls == name]
@@ -117,9 +155,17 @@ class Preset:
         name: preset id; also the dataset name.
         description: one line for ``ackd-bench presets``.
         catalog: STAC API or static catalog URL/path, or ``"demo"`` for the embedded world.
-        sign: sign asset hrefs with Planetary Computer's SAS tokens at read time.
         ms, rgb: the two modalities.
         labels: the land-cover product and crosswalk.
+        sign: sign asset hrefs with Planetary Computer's SAS tokens at read time.
+        profile: the catalogue profile the preset was resolved with (asset keys, radiometry).
+        consistency: ``asymmetric`` (MS and RGB from disjoint AOIs), ``paired`` (every RGB chip
+            co-located with an MS chip) or ``partial:F`` (a share F of them).
+        paired_aois: lon/lat bboxes where co-located chips are sampled; empty: the RGB AOIs
+            (aerial imagery is regional, Sentinel-2 global).
+        paired_block_chips: side of the spatial split blocks of co-located chips, in MS chips;
+            None: ``ms.block_chips``. Smaller blocks spread each class of a small site over all
+            three splits.
         per_class: chips per class per modality.
         purity: minimum fraction of a chip covered by its majority class.
         max_cloud: maximum cloud/shadow/cirrus fraction of a chip (from SCL).
@@ -127,6 +173,7 @@ class Preset:
         split: train/val/test fractions, assigned by spatial blocks.
         purity_samples: label samples per chip side used to measure purity.
         version: dataset version written into the manifest.
+        seed: seed of chip sampling and split assignment.
     """
 
     name: str
@@ -136,6 +183,10 @@ class Preset:
     rgb: ModalitySpec
     labels: LabelSpec
     sign: bool = False
+    profile: str = DEFAULT_PROFILE
+    consistency: str = "asymmetric"
+    paired_aois: tuple[BBox, ...] = ()
+    paired_block_chips: int | None = None
     per_class: int = 150
     purity: float = 0.7
     max_cloud: float = 0.01
@@ -146,23 +197,46 @@ class Preset:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.per_class <= 0:
+        if not isinstance(self.per_class, int) or isinstance(self.per_class, bool) or self.per_class <= 0:
             raise PresetError(f"per_class must be a positive number of chips, got {self.per_class}")
-        if not 0.0 < self.purity <= 1.0:
+        if not _number(self.purity) or not 0.0 < self.purity <= 1.0:
             raise PresetError(f"purity must be in (0, 1], got {self.purity}")
-        if len(self.split) != 3 or any(f < 0 for f in self.split) or abs(sum(self.split) - 1) > 1e-6:
+        for name in ("max_cloud", "max_nodata"):
+            if not _number(getattr(self, name)) or not 0.0 <= getattr(self, name) <= 1.0:
+                raise PresetError(f"{name} must be a fraction in [0, 1], got {getattr(self, name)!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise PresetError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not isinstance(self.purity_samples, int) or self.purity_samples <= 0:
+            raise PresetError(f"purity_samples must be a positive integer, got {self.purity_samples!r}")
+        if len(self.split) != 3 or any(not _number(f) or f < 0 for f in self.split) or abs(sum(self.split) - 1) > 1e-6:
             raise PresetError(f"split must be three non-negative fractions summing to 1, got {self.split}")
         if not self.labels.classes:
             raise PresetError(f"preset {self.name!r} defines no classes")
         for code, cls in self.labels.crosswalk:
             if cls not in self.labels.classes:
                 raise PresetError(f"crosswalk maps code {code} to unknown class {cls!r}")
-        for mod in (self.ms, self.rgb):
-            for west, south, east, north in mod.aois:
-                if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
-                    raise PresetError(
-                        f"AOI {(west, south, east, north)} is not a lon/lat bbox (west, south, east, north)"
-                    )
+        get_profile(self.profile)  # a known profile (ProfileError names the known ones)
+        _check_aois(self.paired_aois)
+        if self.paired_block_chips is not None and (not isinstance(self.paired_block_chips, int)
+                                                    or self.paired_block_chips <= 0):
+            raise PresetError(f"paired_block_chips must be a positive integer, got {self.paired_block_chips!r}")
+        object.__setattr__(self, "consistency", _normalized_consistency(self.consistency))
+
+    @property
+    def paired_fraction(self) -> float:
+        """Share of RGB chips with a co-located MS chip that the consistency mode asks for."""
+        return consistency_fraction(self.consistency)
+
+    def shared_aois(self) -> tuple[BBox, ...]:
+        """Where co-located chips come from: ``paired_aois``, else the RGB AOIs."""
+        return self.paired_aois or self.rgb.aois
+
+    def source_catalog(self, source: str) -> tuple[str, bool]:
+        """(URL, sign) of the catalogue serving ``source`` ("ms", "rgb" or "labels")."""
+        spec = getattr(self, source)
+        if spec.catalog is None:
+            return self.catalog, self.sign
+        return spec.catalog, bool(spec.sign)
 
     def with_overrides(self, **changes: Any) -> Preset:
         """A copy with some fields replaced (validated again)."""
@@ -172,131 +246,197 @@ class Preset:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
-# The taxonomy shared by the built-in presets: WorldCover classes that occur in both Europe and
-# the US in quantity. Snow, mangroves and moss/lichen are left out (absent from one region).
-BENCHMARK_CLASSES = (
-    "tree_cover", "shrubland", "grassland", "cropland",
-    "built_up", "bare_sparse", "water", "herbaceous_wetland",
-)
-WORLDCOVER_CROSSWALK = (
-    (10, "tree_cover"), (20, "shrubland"), (30, "grassland"), (40, "cropland"),
-    (50, "built_up"), (60, "bare_sparse"), (80, "water"), (90, "herbaceous_wetland"),
-)
-S2_BANDS = tuple(
-    BandSource(b, b) for b in ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
-)
-NAIP_BANDS = (BandSource("R", "image", 1), BandSource("G", "image", 2), BandSource("B", "image", 3))
+def consistency_fraction(mode: str) -> float:
+    """0 for ``asymmetric``, 1 for ``paired``, F for ``partial:F`` (0 < F < 1).
+
+    Raises:
+        PresetError: any other mode.
+    """
+    if mode == "asymmetric":
+        return 0.0
+    if mode == "paired":
+        return 1.0
+    kind, _, value = str(mode).partition(":")
+    try:
+        fraction = float(value)
+    except ValueError:
+        fraction = math.nan
+    if kind == "partial" and 0.0 < fraction < 1.0:
+        return fraction
+    raise PresetError(f"consistency must be asymmetric, paired or partial:F with 0 < F < 1 (e.g. partial:0.5), "
+                      f"got {mode!r}")
 
 
-def _s2(aois: tuple, datetime: str, prefer: str) -> ModalitySpec:
-    return ModalitySpec(
-        collection="sentinel-2-l2a", bands=S2_BANDS, aois=aois, datetime=datetime, gsd=10.0,
-        chip_px=64, dtype="uint16", max_item_cloud=60.0, qa_asset="SCL", harmonize_offset=True,
-        prefer=prefer, block_chips=6,
-    )
+def _normalized_consistency(mode: str) -> str:
+    fraction = consistency_fraction(mode)
+    return mode if fraction in (0.0, 1.0) else f"partial:{fraction:g}"
 
 
-def _naip(aois: tuple, datetime: str) -> ModalitySpec:
-    return ModalitySpec(
-        collection="naip", bands=NAIP_BANDS, aois=aois, datetime=datetime, gsd=1.0, chip_px=128,
-        dtype="uint8", prefer="latest", block_chips=8,
-    )
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-_LABELS = LabelSpec(classes=BENCHMARK_CLASSES, crosswalk=WORLDCOVER_CROSSWALK)
+def _check_aois(aois: tuple) -> None:
+    for aoi in aois:
+        if len(aoi) != 4 or not all(_number(v) for v in aoi):
+            raise PresetError(f"AOI {aoi!r} is not a lon/lat bbox (west, south, east, north)")
+        west, south, east, north = aoi
+        if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
+            raise PresetError(f"AOI {tuple(aoi)} is not a lon/lat bbox (west, south, east, north)")
 
 
-def demo_preset(scale: float = 1.0) -> Preset:
-    """The preset of the embedded demo world; ``scale`` < 1 matches a shrunken world (tests)."""
-    from ackd_bench.curation.demo_world import DEMO_DATE_RANGE, demo_regions
-
-    regions = demo_regions(scale)
-    window = f"{DEMO_DATE_RANGE[0]}/{DEMO_DATE_RANGE[1]}"
-    return Preset(
-        name="demo",
-        description="The embedded demo world: S2 L2A over a synthetic German region, NAIP over a synthetic Iowa region.",
-        catalog=DEMO_CATALOG,
-        ms=_s2((regions["eu"].bbox_lonlat(),), window, "nearest:2022-07-01"),
-        rgb=_naip((regions["us"].bbox_lonlat(),), window),
-        labels=_LABELS,
-    )
-
-
-def _pc_preset() -> Preset:
-    return Preset(
-        name="eu-s2__us-naip",
-        description="Planetary Computer: Sentinel-2 L2A over European AOIs, NAIP over US AOIs, ESA WorldCover labels.",
-        catalog=PLANETARY_COMPUTER_URL,
-        sign=True,
-        ms=_s2(
-            (
-                (8.6, 49.8, 9.2, 50.2),     # Hesse / Main valley, DE
-                (4.6, 52.0, 5.2, 52.4),     # South Holland, NL
-                (1.2, 47.2, 1.8, 47.6),     # Loire valley, FR
-            ),
-            "2021-04-01/2023-09-30",
-            "nearest:2022-07-01",
-        ),
-        rgb=_naip(
-            (
-                (-93.9, 41.9, -93.5, 42.2),  # central Iowa
-                (-89.6, 43.0, -89.2, 43.3),  # Madison, Wisconsin
-                (-81.3, 28.3, -80.9, 28.6),  # central Florida wetlands
-            ),
-            "2020-01-01/2023-12-31",
-        ),
-        labels=_LABELS,
-    )
-
-
-_BUILTIN = {"demo": demo_preset, "eu-s2__us-naip": _pc_preset}
-DEFAULT_PRESET = "eu-s2__us-naip"
+# --- preset files -------------------------------------------------------------------------------
 
 
 def list_presets() -> dict[str, str]:
-    """Built-in preset names and their one-line descriptions."""
-    return {name: factory().description for name, factory in _BUILTIN.items()}
+    """Built-in preset names and their one-line descriptions, the default first."""
+    found = {}
+    for path in sorted(PRESET_DIR.glob("*.yaml")):
+        found[path.stem] = str((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("description", ""))
+    return {DEFAULT_PRESET: found.pop(DEFAULT_PRESET), **found}
 
 
 def get_preset(name_or_path: str) -> Preset:
-    """A built-in preset by name, or a preset from a JSON file.
+    """A built-in preset by name, or a preset from a YAML/JSON file.
 
     Raises:
         PresetError: unknown name, unreadable file or invalid content.
     """
-    if name_or_path in _BUILTIN:
-        return _BUILTIN[name_or_path]()
+    builtin = PRESET_DIR / f"{name_or_path}.yaml"
+    if "/" not in str(name_or_path) and builtin.is_file():
+        return load_preset_file(builtin)
     path = Path(name_or_path)
-    if path.suffix == ".json" and path.is_file():
-        return preset_from_dict(json.loads(path.read_text()))
-    known = ", ".join(sorted(_BUILTIN))
-    raise PresetError(f"unknown preset {name_or_path!r}; known presets: {known} (or a path to a .json preset)")
+    if path.suffix.lower() in (".yaml", ".yml", ".json"):
+        if not path.is_file():
+            raise PresetError(f"preset file {path} does not exist")
+        return load_preset_file(path)
+    known = ", ".join(list_presets())
+    raise PresetError(f"unknown preset {name_or_path!r}; known presets: {known} (or a path to a .yaml/.json preset file)")
 
 
-def preset_from_dict(data: dict[str, Any]) -> Preset:
-    """Validate a plain dict (e.g. parsed JSON) into a Preset; unknown keys are errors."""
-    data = dict(data)
+def demo_preset(scale: float = 1.0) -> Preset:
+    """The preset of the embedded demo world; ``scale`` < 1 matches a shrunken world (tests)."""
+    return load_preset_file(PRESET_DIR / "demo.yaml", demo_scale=scale)
+
+
+def load_preset_file(path: Path, *, demo_scale: float = 1.0) -> Preset:
+    """Read a preset file (YAML, or JSON by its ``.json`` suffix) with a safe loader and validate it."""
+    path = Path(path)
     try:
-        mods = {}
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as err:
+        raise PresetError(f"cannot read preset file {path}: {str(err).splitlines()[0]}") from err
+    try:
+        return preset_from_dict(data, demo_scale=demo_scale)
+    except PresetError as err:
+        raise PresetError(f"preset file {path}: {err}") from err
+
+
+def preset_from_dict(data: Any, *, demo_scale: float = 1.0) -> Preset:
+    """Validate a plain mapping (parsed YAML/JSON) into a Preset; unknown keys are errors.
+
+    Values a preset leaves out are taken from its catalogue ``profile`` (default
+    planetary-computer): ``catalog`` and ``sign``; per modality, band assets (bands may be
+    given by name), ``qa_asset``, ``offset_rule`` and a ``via`` catalogue; the label ``asset``.
+    AOIs may name a demo-world region (``demo:eu``, ``demo:us``, ``demo:pair``).
+    """
+    data = _strict(Preset, data, "preset")
+    try:
+        profile = get_profile(data.get("profile", DEFAULT_PROFILE))
+        data.setdefault("catalog", profile.url)
+        data.setdefault("sign", profile.sign)
         for key in ("ms", "rgb"):
-            mod = dict(data.pop(key))
-            mod["bands"] = tuple(BandSource(**_strict(BandSource, b)) for b in mod["bands"])
-            mod["aois"] = tuple(tuple(a) for a in mod["aois"])
-            mods[key] = ModalitySpec(**_strict(ModalitySpec, mod))
-        lab = dict(data.pop("labels"))
-        lab["classes"] = tuple(lab["classes"])
-        lab["crosswalk"] = tuple((int(c), n) for c, n in lab["crosswalk"])
-        labels = LabelSpec(**_strict(LabelSpec, lab))
+            data[key] = _modality(data[key], profile, key, demo_scale)
+        data["labels"] = _labels(data.get("labels", {}), profile)
         if "split" in data:
             data["split"] = tuple(data["split"])
-        return Preset(**_strict(Preset, data), labels=labels, **mods)
-    except (KeyError, TypeError, ValueError) as err:
-        raise PresetError(f"invalid preset: {err}") from err
+        if "paired_aois" in data:
+            data["paired_aois"] = _aois(data["paired_aois"], demo_scale)
+        return Preset(**data)
+    except ProfileError as err:
+        raise PresetError(str(err)) from err
+    except KeyError as err:
+        raise PresetError(f"missing key {err}") from err
+    except (TypeError, ValueError) as err:
+        raise PresetError(f"invalid value: {err}") from err
 
 
-def _strict(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+def _source(profile: CatalogProfile, data: dict[str, Any], fields: dict[str, str | None]) -> None:
+    """Fill the keys ``data`` leaves out from its collection's entry in the profile (or its ``via``).
+
+    ``fields`` maps each key to the entry attribute it defaults to (None: ``catalog`` and
+    ``sign``, set only when another profile serves the collection). A collection the profile does
+    not know keeps the dataclass defaults.
+    """
+    missing = [key for key in fields if key not in data]
+    collection = data["collection"]
+    if not missing or (collection not in profile.collections and collection not in profile.via):
+        return
+    served_by, entry = profile.source(collection)
+    via = served_by is not profile
+    values = {"catalog": served_by.url if via else None, "sign": served_by.sign if via else None,
+              **{key: getattr(entry, attr) for key, attr in fields.items() if attr}}
+    for key in missing:
+        data[key] = values[key]
+    data["collection"] = entry.id
+
+
+def _modality(value: Any, profile: CatalogProfile, where: str, demo_scale: float) -> ModalitySpec:
+    data = _strict(ModalitySpec, value, where)
+    collection = data["collection"]
+    bands = []
+    for band in data["bands"]:
+        if isinstance(band, str):
+            served_by, entry = profile.source(collection)
+            if band not in entry.bands:
+                raise PresetError(f"{where}: profile {served_by.name!r} has no band {band!r} in {collection!r} "
+                                  f"(it has: {', '.join(entry.bands)})")
+            asset, index = entry.bands[band]
+            bands.append(BandSource(band, asset, index))
+        else:
+            bands.append(BandSource(**_strict(BandSource, band, f"{where} band")))
+    data["bands"] = tuple(bands)
+    _source(profile, data, {"qa_asset": "qa_asset", "offset_rule": "offset_rule", "catalog": None, "sign": None})
+    data["aois"] = _aois(data["aois"], demo_scale)
+    if _number(data.get("gsd")):
+        data["gsd"] = float(data["gsd"])  # 10 and 10.0 must write the same manifest (fingerprint)
+    return ModalitySpec(**data)
+
+
+def _labels(value: Any, profile: CatalogProfile) -> LabelSpec:
+    data = _strict(LabelSpec, value, "labels")
+    data.setdefault("collection", LabelSpec.collection)
+    _source(profile, data, {"asset": "asset", "catalog": None, "sign": None})
+    data["classes"] = tuple(data.get("classes", ()))
+    crosswalk = data.get("crosswalk", ())
+    pairs = crosswalk.items() if isinstance(crosswalk, Mapping) else crosswalk
+    data["crosswalk"] = tuple((int(code), str(name)) for code, name in pairs)
+    return LabelSpec(**data)
+
+
+def _aois(value: Any, demo_scale: float) -> tuple[BBox, ...]:
+    """A list of lon/lat bboxes, or ``demo:REGION`` (the demo world's region at ``demo_scale``)."""
+    if isinstance(value, str):
+        kind, _, name = value.partition(":")
+        if kind != "demo":
+            raise PresetError(f"AOIs must be a list of [west, south, east, north] or demo:REGION, got {value!r}")
+        from ackd_bench.curation.demo_world import demo_pair_site, demo_regions
+
+        regions = {**demo_regions(demo_scale), "pair": demo_pair_site(demo_scale)}
+        if name not in regions:
+            raise PresetError(f"unknown demo region {name!r}; the demo world has {', '.join(regions)}")
+        return (regions[name].bbox_lonlat(),)
+    return tuple(tuple(float(v) for v in aoi) for aoi in value)
+
+
+def _strict(cls: type, data: Any, where: str) -> dict[str, Any]:
+    """A copy of ``data`` after checking it is a mapping with only ``cls``'s field names as keys."""
+    if not isinstance(data, Mapping):
+        raise PresetError(f"{where} must be a mapping, got {type(data).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise PresetError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
-    return data
+        raise PresetError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; "
+                          f"allowed: {', '.join(sorted(names))}")
+    return dict(data)

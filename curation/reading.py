@@ -4,39 +4,41 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import rasterio
-import rasterio.errors
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import from_bounds
 
+from ackd_bench.curation.catalog_profiles import harmonization_offset
 from ackd_bench.curation.presets import ModalitySpec
+from ackd_bench.curation.remote import Remote, RemoteError, RetryPolicy
 
 # Sen2Cor scene classification codes (L2A SCL band).
 SCL_NODATA = 0
 SCL_CLOUDY = (3, 8, 9, 10)  # cloud shadow, cloud medium/high probability, thin cirrus
-L2A_OFFSET_BASELINE = "04.00"  # from this processing baseline on, L2A DN = reflectance*1e4 + 1000
-L2A_OFFSET = 1000
 
 # GDAL settings for reading COGs over HTTP with few, merged range requests.
 GDAL_COG_OPTIONS = {
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF",
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no directory listing, no sidecar (.ovr, .aux.xml) probes
+    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF",  # only these URLs are files to GDAL
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     "GDAL_HTTP_MULTIPLEX": "YES",
     "VSI_CACHE": "TRUE",
-    "GDAL_HTTP_MAX_RETRY": "3",
-    "GDAL_HTTP_RETRY_DELAY": "1",
+    # Retries are remote.py's alone: one policy (backoff, jitter, Retry-After, re-signing on 403)
+    # and every attempt recorded. GDAL's own would multiply with ours and hide the status codes.
+    # (GDAL 3.10 still re-requests a failed tile up to twice inside one read; that is not configurable.)
+    "GDAL_HTTP_MAX_RETRY": "0",
 }
 
 
-def gdal_env() -> rasterio.Env:
-    """A rasterio environment with the COG read settings (GDAL options are per thread)."""
-    return rasterio.Env(**GDAL_COG_OPTIONS)
+def gdal_env(policy: RetryPolicy | None = None) -> rasterio.Env:
+    """A rasterio environment with the COG read settings and the policy's timeout (GDAL options are per thread)."""
+    timeout = f"{(policy or RetryPolicy()).timeout:g}"
+    return rasterio.Env(**GDAL_COG_OPTIONS, GDAL_HTTP_TIMEOUT=timeout, GDAL_HTTP_CONNECTTIMEOUT=timeout)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ class ChipRead:
     nodata_fraction: float = 0.0
     reject: str | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    failure: dict[str, Any] | None = None  # the read that failed for good: href, reason, its attempts
+    retries: list[dict[str, Any]] = field(default_factory=list)  # failed calls that a retry overcame
 
 
 def _open_window(src, crs: str, bounds: tuple[float, float, float, float]):
@@ -103,12 +107,27 @@ def _resampling_for(ds, gsd: float, categorical: bool) -> Resampling:
 
 
 def read_window(href: str, index: int, crs: str, bounds: tuple[float, float, float, float], px: int,
-                gsd: float, *, categorical: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
-    """One band of one chip, resampled onto the chip grid.
+                gsd: float, *, categorical: bool = False, remote: Remote | None = None,
+                retried: list[dict[str, Any]] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """One band of one chip, resampled onto the chip grid, read through the remote funnel.
+
+    Args:
+        href: the unsigned asset href (signed here, right before the read).
+        remote: signing and retry policy (default: no signing, default policy).
+        retried: when the read succeeds, receives a record of each failed call a retry overcame.
 
     Returns:
         (values, valid) arrays of shape (px, px), or None when the chip is not inside the asset.
+
+    Raises:
+        RemoteError: the asset could not be read, permanently or after every retry.
     """
+    return (remote or Remote()).read(
+        href, lambda readable: _read_window(readable, index, crs, bounds, px, gsd, categorical), retried=retried,
+    )
+
+
+def _read_window(href: str, index: int, crs: str, bounds, px: int, gsd: float, categorical: bool):
     with rasterio.open(href) as src:
         ds, window, inside = _open_window(src, crs, bounds)
         try:
@@ -123,14 +142,19 @@ def read_window(href: str, index: int, crs: str, bounds: tuple[float, float, flo
                 ds.close()
 
 
-def _baseline_offset(item: ItemRef) -> int:
-    baseline = str(item.properties.get("s2:processing_baseline", "00.00"))
-    return L2A_OFFSET if baseline >= L2A_OFFSET_BASELINE else 0
+def _baseline_offset(item: ItemRef, rule: str) -> int:
+    """The DN offset to remove from ``item``'s bands, as its catalogue profile's ``rule`` decides.
+
+    Planetary Computer: every scene of processing baseline >= 04.00 carries +1000. Earth Search:
+    the same, except scenes it already corrected (``earthsearch:boa_offset_applied``). See
+    `catalog_profiles.OFFSET_RULES`.
+    """
+    return harmonization_offset(rule, item.properties)
 
 
-def _scl_qa(item: ItemRef, spec: ModalitySpec, crs: str, bounds, href_for: Callable[[str], str]):
-    got = read_window(href_for(item.assets[spec.qa_asset]), 1, crs, bounds, spec.chip_px, spec.gsd,
-                      categorical=True)
+def _scl_qa(item: ItemRef, spec: ModalitySpec, crs: str, bounds, remote: Remote, retries: list):
+    got = read_window(item.assets[spec.qa_asset], 1, crs, bounds, spec.chip_px, spec.gsd,
+                      categorical=True, remote=remote, retried=retries)
     if got is None:
         return None
     scl, valid = got
@@ -140,19 +164,22 @@ def _scl_qa(item: ItemRef, spec: ModalitySpec, crs: str, bounds, href_for: Calla
 
 
 def read_chip(candidate: dict[str, Any], items: list[ItemRef], spec: ModalitySpec, *,
-              max_cloud: float, max_nodata: float, href_for: Callable[[str], str]) -> ChipRead:
+              max_cloud: float, max_nodata: float, remote: Remote) -> ChipRead:
     """Pick the clearest item over one chip, read all its bands, and QA the result.
 
     Items are tried in preference order; with a QA asset (SCL) each is scored by its cloud and
     nodata fractions over the chip and the clearest passing one wins (ties: preference order).
-    A chip no item passes is rejected with the reason of the best attempt.
+    A chip no item passes is rejected with the reason of the best attempt. A chip whose read fails
+    for good (after the retries of ``remote.policy``) is rejected as ``read failed (REASON)``, and
+    `ChipRead.failure` says which asset and how each attempt failed; it is not read from another
+    item instead, so a flaky server never changes which item a chip comes from.
 
     Args:
         candidate: a row of the candidate table (``candidate_id``, bounds, ``crs``).
         items: items whose footprint contains the chip, in preference order.
         spec: the modality.
         max_cloud, max_nodata: QA thresholds (fractions of the chip).
-        href_for: turns an unsigned href into a readable one (signing happens here, at read time).
+        remote: signs hrefs at read time and retries failed reads (`Catalog.signer`).
     """
     out = ChipRead(candidate_id=candidate["candidate_id"])
     bounds = (candidate["minx"], candidate["miny"], candidate["maxx"], candidate["maxy"])
@@ -161,11 +188,11 @@ def read_chip(candidate: dict[str, Any], items: list[ItemRef], spec: ModalitySpe
         out.reject = "no item covers the chip"
         return out
     best = None
-    with gdal_env():
+    with gdal_env(remote.policy):
         try:
             for item in items:
                 if spec.qa_asset:
-                    qa = _scl_qa(item, spec, crs, bounds, href_for)
+                    qa = _scl_qa(item, spec, crs, bounds, remote, out.retries)
                     if qa is None:
                         out.attempts.append({"item": item.id, "reason": "chip outside asset"})
                         continue
@@ -182,9 +209,11 @@ def read_chip(candidate: dict[str, Any], items: list[ItemRef], spec: ModalitySpe
                 out.reject = _reject_reason(out.attempts, max_cloud, max_nodata)
                 return out
             item, out.cloud_fraction, out.nodata_fraction = best
-            array, nodata = _read_bands(item, spec, crs, bounds, href_for)
-        except rasterio.errors.RasterioIOError as err:
-            out.reject = f"read error: {str(err)[:160]}"
+            array, nodata = _read_bands(item, spec, crs, bounds, remote, out.retries)
+        except RemoteError as err:
+            out.reject = f"read failed ({err.failure.reason}): {err}"[:300]
+            out.failure = {"href": err.url, "reason": err.failure.reason, "status": err.failure.status,
+                           "attempts": err.attempts}
             return out
     if array is None:
         out.reject = "chip outside the item's rasters"
@@ -197,17 +226,19 @@ def read_chip(candidate: dict[str, Any], items: list[ItemRef], spec: ModalitySpe
     return out
 
 
-def _read_bands(item: ItemRef, spec: ModalitySpec, crs: str, bounds, href_for) -> tuple[np.ndarray | None, float]:
+def _read_bands(item: ItemRef, spec: ModalitySpec, crs: str, bounds, remote: Remote,
+                retries: list) -> tuple[np.ndarray | None, float]:
     bands, invalid = [], np.zeros((spec.chip_px, spec.chip_px), dtype=bool)
     for band in spec.bands:
-        got = read_window(href_for(item.assets[band.asset]), band.index, crs, bounds, spec.chip_px, spec.gsd)
+        got = read_window(item.assets[band.asset], band.index, crs, bounds, spec.chip_px, spec.gsd,
+                          remote=remote, retried=retries)
         if got is None:
             return None, 1.0
         values, valid = got
         bands.append(values)
         invalid |= ~valid
     array = np.stack(bands).astype(spec.dtype, copy=False)
-    offset = _baseline_offset(item) if spec.harmonize_offset else 0
+    offset = _baseline_offset(item, spec.offset_rule)
     if offset:
         # Harmonise to reflectance * 1e4 across processing baselines; 0 stays reserved for nodata.
         shifted = np.clip(array.astype(np.int32) - offset, 1, np.iinfo(array.dtype).max)

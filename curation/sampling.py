@@ -16,6 +16,7 @@ from rasterio.warp import transform_bounds
 
 from ackd_bench.curation.presets import LabelSpec, ModalitySpec
 from ackd_bench.curation.reading import gdal_env
+from ackd_bench.curation.remote import RemoteError
 from ackd_bench.curation.stac import Catalog, CatalogError
 
 
@@ -80,19 +81,23 @@ def read_label_grid(catalog: Catalog, labels: LabelSpec, items: list, grid: Chip
     transform = Affine(size, 0.0, grid.x0, 0.0, -size, grid.y1)
     shape = (grid.rows * samples_per_chip, grid.cols * samples_per_chip)
     mosaic = None
-    with gdal_env():
+
+    def warp(href: str) -> np.ndarray:
+        with rasterio.open(href) as src, WarpedVRT(
+            src, crs=CRS.from_user_input(grid.crs), transform=transform, width=shape[1],
+            height=shape[0], resampling=Resampling.nearest, nodata=0,
+        ) as vrt:
+            return vrt.read(1)
+
+    with gdal_env(catalog.retry):
         for item in items:
             if labels.asset not in item.assets:
                 raise CatalogError(f"{labels.collection} item {item.id} has no asset {labels.asset!r}")
-            href = catalog.readable_href(item.assets[labels.asset])
             try:
-                with rasterio.open(href) as src, WarpedVRT(
-                    src, crs=CRS.from_user_input(grid.crs), transform=transform, width=shape[1],
-                    height=shape[0], resampling=Resampling.nearest, nodata=0,
-                ) as vrt:
-                    codes = vrt.read(1)
-            except rasterio.errors.RasterioIOError as err:
-                raise CatalogError(f"cannot read land-cover asset {href}: {err}", url=href) from err
+                codes = catalog.signer.read(item.assets[labels.asset], warp)  # signed, retried
+            except RemoteError as err:
+                raise CatalogError(f"cannot read land-cover asset: {err}", url=err.url,
+                                   status=err.failure.status) from err
             mosaic = codes if mosaic is None else np.where(mosaic == 0, codes, mosaic)
     if mosaic is None:
         raise CatalogError(f"no {labels.collection} item covers AOI {grid.aoi}")

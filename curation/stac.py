@@ -6,6 +6,7 @@ can print one actionable line.
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -15,6 +16,7 @@ import pystac
 import shapely.geometry
 
 from ackd_bench.benchmark.errors import AckdBenchError
+from ackd_bench.curation.remote import Remote, RetryingStacIO, RetryPolicy
 
 
 class CatalogError(AckdBenchError):
@@ -44,30 +46,30 @@ class Catalog:
     Args:
         url: STAC API root, or a static ``catalog.json`` (path or URL).
         sign: sign asset hrefs with Planetary Computer SAS tokens when they are read.
-        timeout: HTTP timeout in seconds.
-        max_retries: retries on transient HTTP failures (pystac-client's urllib3 policy).
+        retry: retries and timeouts of every STAC request and asset read (`remote.RetryPolicy`).
     """
 
-    def __init__(self, url: str, *, sign: bool = False, timeout: float = 60.0, max_retries: int = 5) -> None:
+    def __init__(self, url: str, *, sign: bool = False, retry: RetryPolicy | None = None) -> None:
         import pystac_client
         import pystac_client.exceptions
         import pystac_client.warnings
-        from pystac_client.stac_api_io import StacApiIO
 
         self.url = url
         self.sign = sign
+        self.retry = retry or RetryPolicy()
         try:
             with warnings.catch_warnings():
                 # A static catalog declares no API conformance; that is expected, not a problem.
                 warnings.simplefilter("ignore", category=pystac_client.warnings.NoConformsTo)
                 self._client = pystac_client.Client.open(
-                    url, stac_io=StacApiIO(max_retries=max_retries, timeout=timeout)
+                    url, stac_io=RetryingStacIO(self.retry)
                 )
         except pystac_client.exceptions.APIError as err:
             status = getattr(err, "status_code", None)
             why = f"HTTP {status}" if status else _short(err)
             raise CatalogError(
-                f"cannot open STAC catalogue {url}: {why} — check the URL and your network", url=url, status=status,
+                f"cannot open STAC catalogue {url}: {why}{_tries(err)} — check the URL and your network", url=url,
+                status=status,
             ) from err
         except (OSError, ValueError, KeyError, pystac.STACError) as err:
             raise CatalogError(
@@ -91,13 +93,28 @@ class Catalog:
         Returns:
             The items, sorted by id for reproducibility, and the query that was sent.
         """
-        record = {"collections": [collection], "bbox": list(bbox), "datetime": datetime_range}
+        record = {"collections": [collection], "bbox": list(bbox)}
+        if not _is_unbounded(datetime_range):  # STAC APIs refuse "../.."; any time is no datetime at all
+            record["datetime"] = datetime_range
         if query:
             record["query"] = query
         if self.is_api:
             items = self._search_api(record)
         else:
-            items = self._search_static(collection, bbox, datetime_range, query or {})
+            from pystac_client.exceptions import APIError
+
+            try:
+                items = self._search_static(collection, bbox, datetime_range, query or {})
+            except (APIError, pystac.STACError) as err:  # a static catalog's JSON files are fetched one by one
+                cause = err if isinstance(err, APIError) else err.__cause__
+                if not isinstance(cause, APIError):
+                    raise
+                status = getattr(cause, "status_code", None)
+                raise CatalogError(
+                    f"reading {collection!r} of static catalogue {self.url} failed (HTTP {status or '?'}"
+                    f"{_tries(cause)}): {_short(err)} — check the server and your network", url=self.url,
+                    status=status,
+                ) from err
         record["mode"] = "api" if self.is_api else "static"
         return SearchResult(items=sorted(items, key=lambda it: it.id), query=record)
 
@@ -110,14 +127,23 @@ class Catalog:
                 # Some servers (pgstac among them) omit numberMatched; pystac-client warns about it.
                 warnings.filterwarnings("ignore", message=".*numberMatched.*")
                 search = self._client.search(**params, limit=100)
-                return [pystac.Item.from_dict(d) for d in search.items_as_dicts()]
+                items = [pystac.Item.from_dict(d) for d in search.items_as_dicts()]
+                known = [] if items else sorted(c.id for c in self._client.get_collections())
         except APIError as err:
+            status = getattr(err, "status_code", None)
             raise CatalogError(
-                f"search on {self.url} failed ({getattr(err, 'status_code', '?')}): {str(err)[:200]}",
-                url=self.url, status=getattr(err, "status_code", None),
+                f"search on {self.url} failed (HTTP {status or '?'}{_tries(err)}): {_api_reason(err)}"
+                f" — query {json.dumps(params)}",
+                url=self.url, status=status,
             ) from err
         except OSError as err:
             raise CatalogError(f"search on {self.url} failed: {err}", url=self.url) from err
+        missing = [c for c in record["collections"] if not items and c not in known]
+        if missing:  # a STAC API answers an unknown collection with no items, not an error
+            raise CatalogError(
+                f"collection {missing[0]!r} is not in catalogue {self.url}; it has: {', '.join(known)}", url=self.url,
+            )
+        return items
 
     def _search_static(  # noqa: C901 - mirrors the API's filter semantics in one place
         self, collection: str, bbox: tuple[float, float, float, float], datetime_range: str,
@@ -162,11 +188,19 @@ class Catalog:
 
     def readable_href(self, href: str) -> str:
         """The href to hand to rasterio: signed now (tokens expire) when the catalogue needs it."""
-        if self.sign and href.startswith("http"):
-            import planetary_computer
+        return self.signer(href)
 
-            return planetary_computer.sign(href)
-        return href
+    @property
+    def signer(self) -> Remote:
+        """`readable_href` and the retry policy without the catalogue client: small and picklable,
+        for dask workers (Planetary Computer tokens expire, so each worker signs right before a read)."""
+        return Remote(sign=self.sign, policy=self.retry)
+
+
+def _tries(err: Exception) -> str:
+    """' after N attempts' when the remote funnel retried the failed request."""
+    attempts = getattr(err, "attempts", [])
+    return f" after {len(attempts)} attempts" if len(attempts) > 1 else ""
 
 
 def _short(err: Exception) -> str:
@@ -176,6 +210,27 @@ def _short(err: Exception) -> str:
         if marker in text:
             return marker
     return text[:160]
+
+
+def _api_reason(err: Exception) -> str:
+    """The server's own explanation in an error response (stac-fastapi/FastAPI JSON), else its start."""
+    text = str(err)
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text[:200]
+    detail = (body.get("description") or body.get("detail")) if isinstance(body, dict) else None
+    if isinstance(detail, list):  # FastAPI validation errors: [{"loc": ["body", "bbox"], "msg": "..."}]
+        problems = [(".".join(map(str, e.get("loc", [])[1:])), str(e.get("msg")))
+                    for e in detail if isinstance(e, dict)]
+        return "; ".join(f"{where}: {msg.removeprefix('Value error, ')}" for where, msg in problems)
+    return str(detail)[:200] if detail else text[:200]
+
+
+def _is_unbounded(interval: str) -> bool:
+    """True for a datetime interval open at both ends ("../..", "/"), i.e. any time."""
+    lo, _, hi = interval.partition("/")
+    return lo in ("", "..") and hi in ("", "..")
 
 
 def _parse_interval(interval: str) -> tuple[datetime, datetime]:

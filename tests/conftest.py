@@ -32,3 +32,23 @@ def small_dataset(small_preset, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ds") / "small"
     build_dataset(small_preset, out, workers=2, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def stac_api(request):
+    """A real STAC API on 127.0.0.1 (stac-fastapi-pgstac on PostgreSQL + pgstac) serving the small world.
+
+    Skips when the stack is not installed (the reason says how to install it); with
+    ACKD_BENCH_REQUIRE_STAC_SERVER=1, as in CI, a missing stack fails instead.
+    """
+    from stac_api_server import REQUIRE_ENV, StacApiServer, StackMissing, find_toolchain, stack_required
+
+    try:
+        tools = find_toolchain()
+    except StackMissing as err:
+        if stack_required():
+            pytest.fail(f"{err} ({REQUIRE_ENV}=1)")
+        pytest.skip(str(err))
+    world = request.getfixturevalue("small_world")  # rendered only once the stack is known to be there
+    with StacApiServer(world, tools) as server:
+        yield server

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -100,27 +104,36 @@ def test_same_seed_same_fingerprint_other_seed_differs(small_dataset, small_pres
     assert _fingerprint(other) != _fingerprint(small_dataset)
 
 
-def test_interrupted_build_leaves_nothing_complete_and_resumes(small_dataset, small_preset, tmp_path, monkeypatch):
-    out = tmp_path / "resumed"
-    real = reading.read_chip
-    calls = {"n": 0}
+# Stage files of the work folder that mark three different points of a build: searched the MS
+# side, sampled both sides (no chip read yet), and read the first batch of MS chips.
+KILL_POINTS = ("search-ms.json", "candidates-rgb.parquet", "read-ms-*.json")
 
-    def flaky(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 150:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
 
-    monkeypatch.setattr("ackd_bench.curation.build.read_chip", flaky)
-    with pytest.raises(KeyboardInterrupt):
-        build_dataset(small_preset, out, workers=1, progress=False)
-    assert not out.exists()
-    leftovers = list(tmp_path.glob(".resumed.build-*"))
-    assert len(leftovers) == 1 and any(leftovers[0].glob("read-*.json"))
-    monkeypatch.setattr("ackd_bench.curation.build.read_chip", real)
-    build_dataset(small_preset, out, workers=2, progress=False)
+@pytest.mark.parametrize("marker", KILL_POINTS)
+def test_a_build_killed_at_any_point_resumes_to_the_same_fingerprint(marker, small_dataset, small_preset, tmp_path):
+    """SIGKILL (no cleanup handlers run) as soon as a stage's file appears; the rerun continues from there."""
+    preset_file = tmp_path / "small.json"
+    preset_file.write_text(json.dumps(small_preset.to_dict()))
+    out = tmp_path / "killed"
+    exe = Path(sys.executable).with_name("ackd-bench")
+    cmd = [str(exe), "build-dataset", "--preset", str(preset_file), "--out", str(out), "--workers", "2", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.glob(f".killed.build-*/{marker}")):
+        assert proc.poll() is None, f"the build ended before {marker} appeared: {proc.stderr.read()[-2000:]}"
+        assert time.monotonic() < deadline, f"{marker} never appeared"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists()  # nothing half-built is ever at --out
+    (work,) = tmp_path.glob(".killed.build-*")
+    assert list(work.glob(marker))
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
     assert _fingerprint(out) == _fingerprint(small_dataset)
-    assert not list(tmp_path.glob(".resumed.build-*"))
+    assert not list(tmp_path.glob(".killed.build-*"))
 
 
 def test_out_is_a_file_or_foreign_dir(small_preset, tmp_path):

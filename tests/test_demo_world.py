@@ -49,7 +49,8 @@ def catalog(catalog_path: Path) -> pystac.Catalog:
 
 
 def _items(catalog: pystac.Catalog, collection_id: str) -> list[pystac.Item]:
-    return sorted(catalog.get_child(collection_id).get_items(), key=lambda item: item.datetime)
+    return sorted(catalog.get_child(collection_id).get_items(),
+                  key=lambda item: item.datetime or item.common_metadata.start_datetime)
 
 
 def _read(item: pystac.Item, key: str) -> np.ndarray:
@@ -412,7 +413,10 @@ def test_worldcover_items(catalog: pystac.Catalog) -> None:
     for item in items:
         region = demo_regions(SCALE)[item.properties["ackd:demo_region"]]
         assert re.fullmatch(r"ESA_WorldCover_10m_2021_v200_[NS]\d{2}[EW]\d{3}", item.id)
-        assert item.datetime.isoformat().startswith("2021-01-01")
+        # A yearly product, as on Planetary Computer: no instant, the year's interval.
+        assert item.datetime is None
+        assert item.common_metadata.start_datetime.isoformat().startswith("2021-01-01")
+        assert item.common_metadata.end_datetime.isoformat().startswith("2021-12-31")
         assert item.properties["esa_worldcover:product_version"] == "2.0.0"
         classes = item.assets["map"].extra_fields["classification:classes"]
         assert [c["value"] for c in classes] == list(CODES)

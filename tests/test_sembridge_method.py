@@ -262,6 +262,41 @@ def test_fit_trains_on_sembridge_partners_and_logs_rematching(tiny, cache, monke
     assert set(diag["transport_start"]["matcher"]) == {"random", "ssm"}
 
 
+def test_interrupted_run_resumes_with_the_same_partners(tiny, cache, tmp_path):
+    """Partners live in the checkpoint: a run stopped between re-matchings resumes exactly."""
+    profile = get_profile("smoke", teacher_px=16, student_px=16, batch_size=8, epochs=6)
+
+    def run(ckpt=None, resume=False, stop_at=None):
+        _, rgb, ms, m, ctx = _setup(tiny, diagnostic_samples=0)
+        if stop_at is not None:
+            original = m.on_epoch_start
+
+            def stop(epoch, c):
+                if epoch == stop_at:
+                    raise KeyboardInterrupt
+                return original(epoch, c)
+
+            m.on_epoch_start = stop
+        res = fit(m, rgb, ms, profile, seed=0, student_px=16, teacher_px=16, epochs=6, checkpoint=ckpt,
+                  resume=resume, progress=False,
+                  context={k: v for k, v in ctx.items() if k in ("fingerprint", "teacher_bands")})
+        return res, m
+
+    full, a = run()
+    ckpt = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        run(ckpt, stop_at=3)
+    resumed, b = run(ckpt, resume=True)
+
+    def trace(res):
+        return [(h["val_oa"], h.get("rematch_changed")) for h in res.history]
+
+    assert trace(resumed) == trace(full)
+    assert torch.equal(a.partner, b.partner) and torch.equal(a.initial_partner, b.initial_partner)
+    for (k, x), y in zip(a.student.state_dict().items(), b.student.state_dict().values()):
+        assert torch.equal(x, y), k
+
+
 def test_rgb_band_index():
     assert rgb_band_index(["B02", "B03", "B04", "B08"]) == (2, 1, 0)
     assert rgb_band_index(["blue", "green", "red", "nir"]) == (2, 1, 0)
