@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ackd_bench.sembridge.planner import (
     SemanticPlanner,
@@ -165,6 +166,22 @@ def test_sinkhorn_plan_has_uniform_marginals():
     torch.testing.assert_close(plan.sum(-1), torch.full((3, 9), 1 / 9), rtol=0, atol=1e-4)
     torch.testing.assert_close(plan.sum(-2), torch.full((3, 16), 1 / 16), rtol=0, atol=1e-4)
     assert not hasattr(planner, "qk_t")  # no dead query/key parameters
+
+
+def test_batched_sinkhorn_plan_equals_one_problem_at_a_time():
+    """The batched solver gives, per sample, POT's single-problem log-domain Sinkhorn plan."""
+    import ot
+
+    torch.manual_seed(1)
+    planner = SinkhornPlanner(32, 48, dim=16, heads=4)
+    t, s = maps(hw_t=(4, 4), hw_s=(3, 3))
+    z_t, z_s = planner.tokens(t, s)
+    plans = planner.transport_plan(z_t, z_s)
+    for i in range(plans.shape[0]):
+        cost = 1 - F.normalize(z_s[i].detach(), dim=-1) @ F.normalize(z_t[i].detach(), dim=-1).T
+        one = ot.sinkhorn(torch.full((9,), 1 / 9), torch.full((16,), 1 / 16), cost, planner.reg,
+                          method="sinkhorn_log", numItermax=planner.num_iter, stopThr=0.0, warn=False)
+        torch.testing.assert_close(plans[i], one, rtol=1e-3, atol=1e-6)
 
 
 def test_planner_rejects_bad_inputs():
