@@ -106,8 +106,12 @@ def plot(table: dict, path: Path) -> None:
         ax.set_xticks(range(len(labels)))
         ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=7)
         ax.set_ylabel("W2² of matched pairs (emd)", fontsize=8)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
+    legend = {}
+    for ax in axes[0]:
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(name, handle)
+    fig.legend(list(legend.values()), list(legend), fontsize=7, loc="upper right")
+    fig.tight_layout(rect=(0, 0, 0.95, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
