@@ -97,6 +97,7 @@ def run_experiment(dataset: Path, *, method: str, arch: str, teacher_arch: str |
                          "true_pairs": (int((pairs >= 0).sum()) if pairs is not None and m.uses_teacher and not own_policy
                                         else 0)},
             "metrics": {"val": fitted.val, "test": fitted.test, "selected_epoch": fitted.selected_epoch},
+            "predictions": test_predictions(rgb.ids["test"], fitted.test_predictions),
             "diagnostics": {"history": fitted.history, **m.diagnostics()},
             "timing": {"total_s": fitted.total_s, "step_s": fitted.step_s,
                        "images_per_s": profile.batch_size / fitted.step_s if fitted.step_s else 0.0},
@@ -107,6 +108,21 @@ def run_experiment(dataset: Path, *, method: str, arch: str, teacher_arch: str |
             ckpt.unlink()  # the run finished; its result is the record
         results.append(result)
     return results
+
+
+def test_predictions(sample_ids, predicted: list[int]) -> dict[str, Any]:
+    """The per-sample test predictions of a run, with a sha256 that pins them.
+
+    ``sha256`` is over the canonical JSON of ``[[sample_id, class], ...]`` in the order given (the
+    split's row order), so anyone can recompute every test metric from the record and check it.
+    """
+    import hashlib
+    import json
+
+    pairs = [[str(s), int(p)] for s, p in zip(sample_ids, predicted, strict=True)]
+    digest = hashlib.sha256(json.dumps(pairs, separators=(",", ":")).encode()).hexdigest()
+    return {"split": "test", "sample_ids": [s for s, _ in pairs], "predicted": [p for _, p in pairs],
+            "sha256": digest}
 
 
 def method_label(method: str, options: dict[str, Any] | None) -> str:

@@ -56,18 +56,25 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     step_s: float = 0.0
     total_s: float = 0.0
+    test_predictions: list[int] = field(default_factory=list)
 
 
 @torch.no_grad()
 def evaluate(method: Method, data: ModalityData, split: str, px: int, batch_size: int = 512) -> dict[str, Any]:
     """Metrics of the method's student on one split (no augmentation)."""
+    return classification_metrics(data.y[split].cpu().numpy(), predict_split(method, data, split, px, batch_size),
+                                  method.info.n_classes)
+
+
+@torch.no_grad()
+def predict_split(method: Method, data: ModalityData, split: str, px: int, batch_size: int = 512) -> np.ndarray:
+    """The student's predicted class of every chip of ``split``, in row order (no augmentation)."""
     method.eval()
     preds = []
     n = data.y[split].shape[0]
     for idx in torch.arange(n, device=data.y[split].device).split(batch_size):
         preds.append(method.predict(data.batch(split, idx, px=px)).argmax(1))
-    y_pred = torch.cat(preds).cpu().numpy()
-    return classification_metrics(data.y[split].cpu().numpy(), y_pred, method.info.n_classes)
+    return torch.cat(preds).cpu().numpy()
 
 
 def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData | None, profile: Profile,
@@ -150,11 +157,13 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
         raise TrainingError(f"{desc}: no epoch was trained (epochs={epochs})")
     method.student.load_state_dict(state["best"])
     val = evaluate(method, student_data, "val", student_px)
-    test = evaluate(method, student_data, "test", student_px)  # once, at the selected epoch
+    predicted = predict_split(method, student_data, "test", student_px)  # once, at the selected epoch
+    test = classification_metrics(student_data.y["test"].cpu().numpy(), predicted, method.info.n_classes)
     # Per-epoch mean step times; the first epoch includes allocator and cuDNN warm-up.
     warm = step_times[1:] or step_times or [0.0]
     return FitResult(selected_epoch=state["best_epoch"], val=val, test=test, history=state["history"],
-                     step_s=float(np.median(warm)), total_s=time.perf_counter() - started)
+                     step_s=float(np.median(warm)), total_s=time.perf_counter() - started,
+                     test_predictions=[int(p) for p in predicted])
 
 
 def make_batch(student_data: ModalityData, teacher_data: ModalityData | None, idx: Tensor, teacher_idx: Tensor,

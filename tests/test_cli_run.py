@@ -78,3 +78,30 @@ def test_run_bad_inputs(tiny, tmp_path, monkeypatch):
 def test_table_without_results_is_an_error(tmp_path):
     res = _run("table", tmp_path)
     assert res.exit_code != 0 and "no RunResult" in res.output
+
+
+def test_results_carry_test_predictions_that_reproduce_the_metrics(tiny, tmp_path):
+    """Every RunResult pins its per-sample test predictions (sha256); the OA recomputes from them."""
+    import hashlib
+
+    import numpy as np
+
+    from ackd_bench.benchmark.dataset import load_dataset
+    from ackd_bench.benchmark.protocol import classification_metrics
+
+    out = tmp_path / "results"
+    res = _run("run", "--method", "student-only", "--arch", "resnet18", "--dataset", tiny, "--profile", "smoke",
+               "--epochs", "1", "--device", "cpu", "--out", out, "--quiet")
+    assert res.exit_code == 0, res.output
+    (result,) = load_run_results([out])
+    pred = result["predictions"]
+    pairs = [[s, p] for s, p in zip(pred["sample_ids"], pred["predicted"])]
+    assert pred["sha256"] == hashlib.sha256(json.dumps(pairs, separators=(",", ":")).encode()).hexdigest()
+    ds = load_dataset(tiny)
+    test = ds.samples[(ds.samples["modality"] == "rgb") & (ds.samples["split"] == "test")]
+    truth = dict(zip(test["sample_id"], test["label"]))
+    assert set(pred["sample_ids"]) == set(truth)
+    y_true = np.array([truth[s] for s in pred["sample_ids"]])
+    metrics = classification_metrics(y_true, np.array(pred["predicted"]), len(ds.classes))
+    assert metrics["oa"] == result["metrics"]["test"]["oa"]
+    assert metrics["confusion"] == result["metrics"]["test"]["confusion"]
