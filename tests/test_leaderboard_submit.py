@@ -1,0 +1,276 @@
+"""Leaderboard submissions: pack real `run` output, validate, init a board, submit; bad inputs leave it untouched."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from jsonschema import Draft202012Validator
+
+from ackd_bench.benchmark.cli import main
+from ackd_bench.benchmark.dataset import write_dataset
+from ackd_bench.benchmark.dataset_synthetic import make_synthetic_dataset_inputs
+from ackd_bench.benchmark.protocol import classification_metrics, get_profile
+from ackd_bench.benchmark.runner import run_experiment
+from ackd_bench.benchmark.runner import test_predictions as hash_predictions
+from ackd_bench.leaderboard.board import init, submission_path, submit
+from ackd_bench.leaderboard.submission import (
+    MAX_BYTES,
+    LeaderboardError,
+    find_problems,
+    pack,
+    submission_schema,
+    summarise,
+    validate,
+)
+
+SUBMITTER = {"name": "A. Author", "affiliation": "Test Lab", "code_url": "https://example.org/code",
+             "paper_url": "", "licence": "CC-BY-4.0"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    manifest, samples, arrays = make_synthetic_dataset_inputs(1, per_class_split=4, ms_px=16, rgb_px=32)
+    return write_dataset(tmp_path_factory.mktemp("tiny") / "ds", manifest=manifest, samples=samples, arrays=arrays)
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tiny, tmp_path_factory) -> Path:
+    """Three seeds of a real (1-epoch, 16 px) `ackd-bench run`."""
+    out = tmp_path_factory.mktemp("results")
+    profile = get_profile("smoke", epochs=1, student_px=16, teacher_px=16)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ACKD_BENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+        run_experiment(tiny, method="kd", arch="resnet18", teacher_arch=None, seeds=[0, 1, 2], profile=profile,
+                       device="cpu", out=out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bundle_file(runs_dir, tmp_path_factory) -> Path:
+    return pack(runs_dir, out=tmp_path_factory.mktemp("sub") / "kd.json", **SUBMITTER)
+
+
+@pytest.fixture(scope="module")
+def board(tiny, bundle_file, tmp_path_factory) -> Path:
+    """A board on the tiny dataset holding the packed submission."""
+    path = init(tmp_path_factory.mktemp("boards") / "board", [tiny])
+    submit(bundle_file, path)
+    return path
+
+
+def _tree_hash(root: Path) -> str:
+    digest = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        digest.update(str(p.relative_to(root)).encode() + b"\0")
+        if p.is_file():
+            digest.update(p.read_bytes())
+    return digest.hexdigest()
+
+
+def test_round_trip_pack_validate_init_submit(tiny, bundle_file, tmp_path):
+    bundle = json.loads(bundle_file.read_text())
+    assert bundle["format"] == "ackd-bench-submission" and bundle["format_version"] == 1
+    assert bundle["summary"]["seeds"] == [0, 1, 2] and len(bundle["runs"]) == 3
+    assert bundle["id"].startswith("kd-resnet18-resnet18-")
+    assert 0 <= bundle["summary"]["oa_ci_low"] <= bundle["summary"]["oa_mean"] <= bundle["summary"]["oa_ci_high"] <= 1
+    assert find_problems(bundle_file) == []
+    Draft202012Validator.check_schema(submission_schema())
+    assert validate(bundle_file)["id"] == bundle["id"]
+    board = init(tmp_path / "board", [tiny])
+    labels = json.loads((board / "datasets.json").read_text())[0]["test_labels"]
+    assert sorted(labels) == sorted(bundle["runs"][0]["predictions"]["sample_ids"])
+    assert validate(bundle_file, board)["id"] == bundle["id"]
+    path = submit(bundle_file, board)
+    assert path == board / "submissions" / f"{bundle['id']}.json"
+    assert json.loads(path.read_text()) == bundle
+    assert not [p for p in (board / "submissions").iterdir() if p.name.startswith(".")]  # no temp files left
+    with pytest.raises(LeaderboardError, match="already a board"):
+        init(board, [tiny])
+
+
+def test_cli_pack_init_validate_submit(runs_dir, tiny, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "sub.json"
+    res = runner.invoke(main, ["leaderboard", "pack", str(runs_dir), "--out", str(out), "--name", "A. Author",
+                               "--affiliation", "Lab", "--code-url", "https://example.org/c", "--licence", "MIT",
+                               "--id", "kd-cli"])
+    assert res.exit_code == 0, res.output
+    board = tmp_path / "board"
+    for args in (["init", "--board", str(board), "--dataset", str(tiny)], ["validate", str(out)],
+                 ["validate", str(out), "--board", str(board)], ["submit", str(out), "--board", str(board)]):
+        res = runner.invoke(main, ["leaderboard", *args])
+        assert res.exit_code == 0, res.output
+    assert (board / "submissions" / "kd-cli.json").is_file()
+    res = runner.invoke(main, ["leaderboard", "submit", str(out), "--board", str(board)])
+    assert res.exit_code == 1 and "already on the board" in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    res = runner.invoke(main, ["leaderboard", "render", "--board", str(board)])
+    assert res.exit_code == 0, res.output
+    assert (board / "LEADERBOARD.md").is_file()
+    assert runner.invoke(main, ["leaderboard", "render"]).exit_code == 2
+    for sub in ("pack", "init", "validate", "submit", "render"):
+        res = runner.invoke(main, ["leaderboard", sub, "--help"])
+        assert res.exit_code == 0 and "Example:" in res.output
+
+
+def test_pack_refuses_mixed_folders_and_too_few_seeds(runs_dir, tmp_path):
+    files = sorted(runs_dir.glob("*.json"))
+    two = tmp_path / "two"
+    two.mkdir()
+    for f in files[:2]:
+        shutil.copy(f, two)
+    with pytest.raises(LeaderboardError, match="at least 3"):
+        pack(two, out=tmp_path / "x.json", **SUBMITTER)
+    mixed = tmp_path / "mixed"
+    shutil.copytree(runs_dir, mixed, ignore=shutil.ignore_patterns("checkpoints"))
+    other = json.loads(files[0].read_text())
+    other["method"]["label"] = "kd[temperature=2]"
+    (mixed / "other.json").write_text(json.dumps(other))
+    with pytest.raises(LeaderboardError, match="mixes 2"):
+        pack(mixed, out=tmp_path / "x.json", **SUBMITTER)
+    assert not (tmp_path / "x.json").exists()
+
+
+def _edit(edit):
+    """A case that edits the packed bundle (a dict) and returns it, or returns the bytes to submit."""
+    return edit
+
+
+def _set_all(bundle, path, value):
+    for target in [bundle, *bundle["runs"]]:
+        node = target
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+    return bundle
+
+
+def _restate_oa(b):
+    b["id"] = "kd-edited"
+    b["runs"][0]["metrics"]["test"]["oa"] = round(1.0 - b["runs"][0]["metrics"]["test"]["oa"] / 2 - 0.01, 6)
+    b["summary"] = summarise(b["runs"])  # only the run's own claim is wrong
+    return b
+
+
+def _rehashed_predictions(b):
+    """Predictions changed and rehashed, confusion faked to match them: only the true labels tell."""
+    b["id"] = "kd-edited"
+    run = b["runs"][0]
+    pred = run["predictions"]
+    pred["predicted"] = [0] * len(pred["predicted"])
+    pred["sha256"] = hash_predictions(pred["sample_ids"], pred["predicted"])["sha256"]
+    n = len(run["dataset"]["classes"])
+    fake = classification_metrics(np.zeros(len(pred["predicted"]), dtype=np.int64), np.array(pred["predicted"]), n)
+    fake["confusion"] = [[0] * n for _ in range(n)]
+    fake["confusion"][0][0] = len(pred["predicted"])
+    run["metrics"]["test"] = fake
+    b["summary"] = summarise(b["runs"])
+    return b
+
+
+def _tamper(b):
+    b["id"] = "kd-edited"
+    p = b["runs"][0]["predictions"]["predicted"]
+    p[0] = (p[0] + 1) % len(b["runs"][0]["dataset"]["classes"])
+    return b
+
+
+def _two_seeds(b):
+    b["runs"] = b["runs"][:2]
+    b["summary"]["seeds"] = b["summary"]["seeds"][:2] + [99]
+    return b
+
+
+def _duplicate_seed(b):
+    b["runs"][1]["seed"] = b["runs"][0]["seed"]
+    return b
+
+
+def _other_profile(b):
+    b["id"] = "kd-fast-profile"
+    _set_all(b, ("protocol", "profile"), "fast")
+    return _set_all(b, ("protocol", "epochs"), 12)
+
+
+def _oversized(b):
+    text = json.dumps(b)
+    return (text + " " * (MAX_BYTES + 1 - len(text))).encode()
+
+
+def _latin1(b):
+    b["submitter"]["name"] = "José"
+    return json.dumps(b, ensure_ascii=False).encode("latin-1")
+
+
+BAD = [
+    ("invalid-schema", lambda b: (b.pop("summary"), b)[1], "'summary' is a required property"),
+    ("extra-key", lambda b: {**b, "score": 1.0}, "Additional properties"),
+    ("unknown-fingerprint", lambda b: _set_all(b, ("dataset", "fingerprint"), "0" * 64),
+     "not one of this board's datasets"),
+    ("mismatched-fingerprint", lambda b: (b["runs"][1]["dataset"].update(fingerprint="f" * 64), b)[1],
+     "dataset fingerprint is"),
+    ("fewer-than-3-seeds", _two_seeds, "at least 3"),
+    ("duplicate-seeds", _duplicate_seed, "repeat"),
+    ("claimed-oa-wrong", _restate_oa, "claimed metrics.test.oa"),
+    ("summary-wrong", lambda b: (b["summary"].update(oa_mean=b["summary"]["oa_mean"] / 2 + 0.01), b)[1],
+     "summary.oa_mean"),
+    ("tampered-predictions", _tamper, "sha256 does not match"),
+    ("rehashed-predictions", _rehashed_predictions, "recomputed from the predictions"),
+    ("duplicate-id", lambda b: b, "already on the board"),
+    ("duplicate-content", lambda b: {**b, "id": "kd-copy"}, "same runs"),
+    ("script-in-name", lambda b: (b["submitter"].update(name="<script>alert(1)</script>"), b)[1], "markup"),
+    ("javascript-url", lambda b: (b["submitter"].update(code_url="javascript:alert(1)"), b)[1], "script URL"),
+    ("http-paper-url", lambda b: (b["submitter"].update(paper_url="http://example.org"), b)[1], "https://"),
+    ("control-characters", lambda b: (b["submitter"].update(affiliation="Lab\x1b[31m"), b)[1], "control characters"),
+    ("path-traversal-id", lambda b: {**b, "id": "../x"}, "schema: id"),
+    ("oversized", _oversized, "10 MB"),
+    ("not-utf8", _latin1, "not UTF-8"),
+    ("not-json", lambda b: b"{\"format\": ", "not valid JSON"),
+    ("profile-mismatch", _other_profile, "protocol differs"),
+]
+
+
+@pytest.mark.parametrize(("edit", "message"), [pytest.param(e, m, id=i) for i, e, m in BAD])
+def test_bad_submission_is_refused_and_board_untouched(edit, message, bundle_file, board, tmp_path):
+    bundle = edit(copy.deepcopy(json.loads(bundle_file.read_text())))
+    data = bundle if isinstance(bundle, bytes) else json.dumps(bundle).encode()
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(data)
+    before = _tree_hash(board)
+    with pytest.raises(LeaderboardError, match="submission refused") as err:
+        submit(bad, board)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+    assert _tree_hash(board) == before
+    res = CliRunner().invoke(main, ["leaderboard", "submit", str(bad), "--board", str(board)])
+    assert res.exit_code == 1 and message in res.output
+    assert _tree_hash(board) == before
+
+
+def test_ids_cannot_leave_the_submissions_folder(board):
+    for bad in ("../x", "a/../../b", "..", "ok/../../etc"):
+        with pytest.raises(LeaderboardError, match="must match"):
+            submission_path(board, bad)
+
+
+def test_validate_without_a_board_checks_hashes_and_claims(bundle_file):
+    bundle = _tamper(json.loads(bundle_file.read_text()))
+    assert any("sha256" in p for p in find_problems(json.dumps(bundle).encode()))
+    assert any("summary" in p for p in find_problems(json.dumps(
+        {**json.loads(bundle_file.read_text()), "summary": {**bundle["summary"], "oa_std": 0.5}}).encode()))
+
+
+def test_failed_render_takes_the_submission_back(tiny, bundle_file, tmp_path):
+    board = init(tmp_path / "board", [tiny])
+    (board / "site").write_text("a file where the site folder should be")
+    before = _tree_hash(board)
+    with pytest.raises(LeaderboardError, match="was not added: rendering the board failed"):
+        submit(bundle_file, board)
+    assert _tree_hash(board) == before
