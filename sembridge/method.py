@@ -175,7 +175,6 @@ class SemBridge(Method):
     description = "SemBridge: SSM/DynM student-friendly matching + attention-plan CORAL alignment, over Vanilla KD."
     paper = PAPER
     is_plugin = True
-    pairing_policy: ClassVar[str] = "sembridge: SSM top-1 cosine same-class initial match, DynM min-KL re-match"
 
     def __init__(self, student: Classifier, teacher: Classifier | None, info: DataInfo, cfg: Any) -> None:
         super().__init__(student, teacher, info, cfg)
@@ -185,6 +184,9 @@ class SemBridge(Method):
         base_fields = [f.name for f in dataclasses.fields(self.Base.Config)]
         self.base = self.Base(student, teacher, info, self.Base.Config(**{f: getattr(cfg, f) for f in base_fields}))
         o = self.opts
+        # What the RunResult records as the pairing policy (the runner reads this attribute).
+        self.pairing_policy = ("sembridge: " + ("SSM top-1 cosine" if o.ssm else "fixed random")
+                               + " same-class initial match, " + ("DynM min-KL re-match" if o.dynm else "no re-match"))
         self.planner = None
         if o.ot1 or o.ot2:
             planner_cls = SinkhornPlanner if o.planner == "sinkhorn" else SemanticPlanner
