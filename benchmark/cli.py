@@ -119,6 +119,28 @@ def inspect_cmd(path: Path, no_verify: bool) -> None:
         click.echo("verified: all checksums and the fingerprint match")
 
 
+@main.command("import-paper")
+@click.argument("layout", type=click.Choice(["s2s-eu", "s2s-cn", "m2s-gl"]))
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Dataset directory to write.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the stratified 70/15/15 split.")
+@_friendly_errors
+def import_paper_cmd(layout, src, out, seed) -> None:
+    """Convert the SemBridge authors' released data (SRC/MS/<class>, SRC/RGB/<class>) into format v1.
+
+    MS values are kept as stored; RGB jpgs are resized (64 px for s2s-eu, 128 px otherwise).
+
+    \b
+    Example:
+      ackd-bench import-paper s2s-eu downloads/S2S_EU --out data/s2s-eu
+      ackd-bench import-paper m2s-gl downloads/M2S_GL --out data/m2s-gl --seed 1
+    """
+    from ackd_bench.benchmark.dataset import load_dataset, summarize
+    from ackd_bench.benchmark.import_paper import import_paper
+
+    click.echo(summarize(load_dataset(import_paper(layout, src, out, seed=seed))))
+
+
 @main.command("presets")
 def presets_cmd() -> None:
     """List the built-in presets and catalogue profiles, one line each.
@@ -303,6 +325,70 @@ def table_cmd(paths, fmt, metric, out, plot) -> None:
         click.echo(text)
     if plot:
         click.echo(f"wrote {plot_table(rows, plot)}")
+
+
+@main.command("sweep")
+@click.option("--grid", "grid_name", default="paper", show_default=True, metavar="NAME|FILE",
+              help="Built-in grid (paper) or a grid YAML file: datasets, pairs, methods, seeds, profile.")
+@click.option("--dataset", "datasets", multiple=True, type=click.Path(path_type=Path),
+              help="A dataset to sweep (repeat for several); replaces the grid's datasets.")
+@click.option("--seeds", default=None, help="Comma-separated seeds, replacing the grid's, e.g. 0,1,2.")
+@click.option("--out", "out", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
+              help="Folder for RunResult JSON files; runs whose result is already there are skipped.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Workers of the local dask cluster (one run each at a time).")
+@click.option("--scheduler", default=None, metavar="tcp://HOST:PORT", help="Run on this running dask cluster instead.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N] (on the workers).")
+@click.option("--gpus-per-run", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Ask dask for this many 'GPU' resources per run (workers need --resources GPU=N).")
+@click.option("--retries", type=click.IntRange(min=0), default=1, show_default=True, help="Retries of a failing run.")
+@click.option("--dry-run", is_flag=True, help="List the runs that would execute, and how many are already done.")
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "latex", "json"]), default="md", show_default=True,
+              help="Format of the table printed at the end.")
+@click.option("--table-out", type=click.Path(path_type=Path), default=None, help="Also write the table to this file.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_friendly_errors
+def sweep_cmd(grid_name, datasets, seeds, out, workers, scheduler, device, gpus_per_run, retries, dry_run, fmt,
+              table_out, quiet) -> None:
+    """Run a grid (datasets x teacher->student pairs x methods x seeds) on dask; then print its table.
+
+    Resumable: runs whose RunResult is already in --out are skipped. Teachers and SemBridge
+    matchers are shared through $ACKD_BENCH_CACHE (the workers' own). A failed run is retried,
+    then reported; the others go on, and the exit status is 1. On a cluster started by hand,
+    start each GPU worker with `dask worker ADDRESS --nthreads 1 --resources GPU=1`.
+
+    \b
+    Example:
+      ackd-bench sweep --grid paper --dataset data/eu-us --dry-run
+      ackd-bench sweep --grid paper --dataset data/eu-us --workers 2 --out results/paper
+      ackd-bench sweep --grid my-grid.yaml --scheduler tcp://10.0.0.5:8786 --gpus-per-run 1 --out results/mine
+    """
+    from ackd_bench.benchmark.sweep import expand_grid, load_grid, run_sweep, sweep_table
+
+    grid = load_grid(grid_name, datasets=list(datasets) or None, seeds=_parse_seeds(seeds) if seeds else None)
+    runs = expand_grid(grid)
+    todo = [r for r in runs if not (out / r.filename).exists()]
+    if dry_run:
+        for run in todo:
+            click.echo(run.describe())
+        click.echo(f"{len(todo)} run(s) to execute, {len(runs) - len(todo)} of {len(runs)} already done in {out}")
+        return
+    report = run_sweep(grid, out, workers=workers, scheduler=scheduler, device=device, gpus_per_run=gpus_per_run,
+                       retries=retries, progress=not quiet)
+    table = sweep_table(runs, out, fmt)
+    if table is not None:
+        click.echo(table)
+        if table_out:
+            from ackd_bench.benchmark.dataset import atomic_write_text
+
+            atomic_write_text(table_out, table)
+            click.echo(f"wrote {table_out}")
+    click.echo(f"{len(report.done)} run(s) done, {len(report.skipped)} already done, {len(report.failed)} failed")
+    for run, reason in report.failed:
+        click.echo(f"FAILED {run.describe()}: {reason}", err=True)
+    if report.failed:
+        raise click.ClickException(f"{len(report.failed)} run(s) failed (above); fix them and rerun the same "
+                                   "command: finished runs are kept")
 
 
 @main.command("demo-catalog")
