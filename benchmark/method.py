@@ -147,10 +147,6 @@ class Method(nn.Module):
         """The frozen teacher's output (logits, pooled features, feature map) without gradients."""
         return self.teacher(x)
 
-    def teacher_logits(self, x: Tensor) -> Tensor:
-        """The frozen teacher's class logits (a multi-label teacher's scores made a class distribution)."""
-        return class_logits(self.teacher_forward(x).logits, self.info.teacher_multilabel)
-
     def student_out(self, batch: Batch) -> ModelOutput:
         """The student's output on ``batch.student_x``, computed once per batch (with gradients)."""
         out = batch.cache.get("student")
@@ -166,7 +162,8 @@ class Method(nn.Module):
         return out
 
     def teacher_class_logits(self, batch: Batch) -> Tensor:
-        """:meth:`teacher_logits` of the batch's teacher chips, from the per-batch cache."""
+        """The frozen teacher's class logits of the batch's teacher chips (a multi-label teacher's scores
+        made a class distribution, see :func:`class_logits`), from the per-batch cache."""
         return class_logits(self.teacher_out(batch).logits, self.info.teacher_multilabel)
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:

@@ -73,8 +73,9 @@ def time_method(name: str, student_data: ModalityData, teacher_data: ModalityDat
     return float(torch.tensor(times).median())
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def step_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every training-step benchmark takes (device, arch, px, batch, steps, precision, out)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--arch", default="resnet18")
     ap.add_argument("--px", type=int, default=64)
@@ -83,12 +84,22 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    args = ap.parse_args()
+    return ap
+
+
+def synthetic_pair(args: argparse.Namespace) -> tuple[torch.device, ModalityData, ModalityData]:
+    """The device and synthetic RGB (student) and MS (teacher) data the step benchmarks train on."""
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     rgb = synthetic_modality(4096, 3, args.px, torch.uint8, 8, device, seed=0)
     ms = synthetic_modality(4096, 10, args.px, torch.int16, 8, device, seed=1)
+    return device, rgb, ms
+
+
+def main() -> None:
+    args = step_parser(__doc__).parse_args()
+    device, rgb, ms = synthetic_pair(args)
     # Interleave the two methods so drift (clocks, other load) affects both alike.
     runs = {"student-only": [], "kd": []}
     for _ in range(2):

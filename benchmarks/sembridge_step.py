@@ -15,7 +15,6 @@ Writes a JSON record (device name, settings, seconds per step, ratios) to --out.
 
 from __future__ import annotations
 
-import argparse
 import platform
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from kd_step_throughput import synthetic_modality, time_method, write_record  # noqa: E402
+from kd_step_throughput import step_parser, synthetic_pair, time_method, write_record  # noqa: E402
 
 VARIANTS = {
     "student-only": ("student-only", {}),
@@ -34,22 +33,10 @@ VARIANTS = {
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--arch", default="resnet18")
-    ap.add_argument("--px", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--warmup", type=int, default=10)
+    ap = step_parser(__doc__)
     ap.add_argument("--repeats", type=int, default=2, help="Interleaved rounds; the fastest round counts.")
-    ap.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
-    device = torch.device(args.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    rgb = synthetic_modality(4096, 3, args.px, torch.uint8, 8, device, seed=0)
-    ms = synthetic_modality(4096, 10, args.px, torch.int16, 8, device, seed=1)
+    device, rgb, ms = synthetic_pair(args)
     runs: dict[str, list[float]] = {name: [] for name in VARIANTS}
     for _ in range(args.repeats):  # interleaved so drift (clocks, other load) affects every variant alike
         for name, (method, options) in VARIANTS.items():
