@@ -48,11 +48,14 @@ class ModalityData:
         return int(self.x["train"].shape[1])
 
     def batch(self, split: str, idx: Tensor, *, px: int, augment: bool = False,
-              generator: torch.Generator | None = None) -> Tensor:
+              generator: torch.Generator | None = None, flips: Tensor | None = None,
+              channels_last: bool = False) -> Tensor:
         """Normalised float32 chips ``idx`` of ``split``, resized to ``px`` and optionally augmented.
 
-        Augmentation draws one of the 8 flips/90-degree rotations per chip from ``generator``
-        (a CPU generator, so runs are reproducible on any device).
+        Augmentation applies one of the 8 flips/90-degree rotations per chip: ``flips`` (a (3, B)
+        bool tensor on the device, see :func:`draw_flips`) says which, or else they are drawn here
+        from ``generator`` (a CPU generator, so runs are reproducible on any device).
+        ``channels_last`` returns the batch in that memory format (faster convolutions on GPUs).
         """
         x = self.x[split][idx].float()
         if self.offset:
@@ -62,12 +65,22 @@ class ModalityData:
             # Downsampling averages pixels (no aliasing); upsampling interpolates.
             mode = "area" if x.shape[-1] > px else "bilinear"
             x = F.interpolate(x, size=(px, px), mode=mode, **({} if mode == "area" else {"align_corners": False}))
-        if augment:
-            flips = torch.rand(3, x.shape[0], generator=generator).lt(0.5).to(x.device)
+        if augment or flips is not None:
+            if flips is None:
+                flips = draw_flips(x.shape[0], generator, x.device)
             x = torch.where(flips[0][:, None, None, None], x.flip(-1), x)
             x = torch.where(flips[1][:, None, None, None], x.flip(-2), x)
             x = torch.where(flips[2][:, None, None, None], x.transpose(-1, -2), x)
-        return x
+        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def draw_flips(n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+    """(3, n) bool on ``device``: horizontal flip, vertical flip, transpose, each with probability 1/2.
+
+    Drawn on the CPU from ``generator`` (the same numbers on every device), in one transfer; the
+    training loop draws a whole epoch's at once so no step waits on the host.
+    """
+    return torch.rand(3, n, generator=generator).lt(0.5).to(device, non_blocking=True)
 
 
 def load_modality(ds: Dataset, modality: str, device: torch.device, *,

@@ -17,6 +17,7 @@ from ackd_bench.benchmark.models import Classifier, ModelOutput
 
 if TYPE_CHECKING:
     from ackd_bench.benchmark.data import ModalityData
+    from ackd_bench.benchmark.gallery import TeacherGallery
 
 
 class MethodError(AckdBenchError):
@@ -52,7 +53,9 @@ class Batch:
         student_x: (B, C_s, H, W) float student input (RGB).
         labels: (B,) int64 class ids of the student samples.
         teacher_x: (B, C_t, H_t, W_t) float teacher input: the MS sample paired with each student
-            sample for this epoch (same class; see the runner's pairing policy).
+            sample for this epoch (same class; see the runner's pairing policy), never augmented
+            (the teacher is frozen). Empty when the method reads the teacher's outputs from its
+            gallery (:meth:`Method.use_teacher_gallery`).
         index: (B,) int64 positions of the student samples in the training split.
         teacher_index: (B,) int64 positions of the paired teacher samples in the MS training split.
         epoch: 0-based epoch.
@@ -131,6 +134,7 @@ class Method(nn.Module):
             teacher.eval()
         # Held outside the module tree so that method.parameters() and state_dict() never include it.
         self._teacher = [teacher]
+        self.teacher_gallery: TeacherGallery | None = None
 
     @property
     def teacher(self) -> Classifier | None:
@@ -154,11 +158,24 @@ class Method(nn.Module):
             out = batch.cache["student"] = self.student(batch.student_x)
         return out
 
+    def use_teacher_gallery(self, gallery: TeacherGallery | None) -> None:
+        """Read the teacher's outputs from ``gallery`` (all MS training rows, computed once) instead of
+        running the teacher at every step; None goes back to the live teacher."""
+        self.teacher_gallery = gallery
+
     def teacher_out(self, batch: Batch) -> ModelOutput:
-        """The frozen teacher's output on ``batch.teacher_x``, computed once per batch (no gradients)."""
+        """The frozen teacher's output on the batch's teacher chips, computed once per batch (no gradients).
+
+        From the gallery (rows ``batch.teacher_index``) when one is set, else a forward pass on
+        ``batch.teacher_x``.
+        """
         out = batch.cache.get("teacher")
         if out is None:
-            out = batch.cache["teacher"] = self.teacher_forward(batch.teacher_x)
+            if self.teacher_gallery is not None:
+                out = self.teacher_gallery.take(batch.teacher_index)
+            else:
+                out = self.teacher_forward(batch.teacher_x)
+            batch.cache["teacher"] = out
         return out
 
     def teacher_class_logits(self, batch: Batch) -> Tensor:

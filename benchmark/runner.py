@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ackd_bench.benchmark.data import load_modality, true_partners
@@ -93,6 +94,7 @@ def run_experiment(dataset: Path, *, method: str, arch: str, teacher_arch: str |
             "seed": seed,
             "protocol": {**{k: v for k, v in asdict(profile).items() if k != "name"}, "profile": profile.name,
                          "optimizer": "adam", "selection": "best val OA; test evaluated once",
+                         "teacher_augment": False,  # the frozen teacher sees its chips as they are
                          "pairing": pairing,
                          "true_pairs": (int((pairs >= 0).sum()) if pairs is not None and m.uses_teacher and not own_policy
                                         else 0)},
@@ -100,7 +102,8 @@ def run_experiment(dataset: Path, *, method: str, arch: str, teacher_arch: str |
             "predictions": test_predictions(rgb.ids["test"], fitted.test_predictions),
             "diagnostics": {"history": fitted.history, **m.diagnostics()},
             "timing": {"total_s": fitted.total_s, "step_s": fitted.step_s,
-                       "images_per_s": profile.batch_size / fitted.step_s if fitted.step_s else 0.0},
+                       "images_per_s": profile.batch_size / fitted.step_s if fitted.step_s else 0.0,
+                       **epoch_timing(fitted.epoch_times), "teacher_outputs": fitted.teacher_outputs},
             "environment": _environment(dev),
         }
         write_run_result(Path(out), result)
@@ -108,6 +111,20 @@ def run_experiment(dataset: Path, *, method: str, arch: str, teacher_arch: str |
             ckpt.unlink()  # the run finished; its result is the record
         results.append(result)
     return results
+
+
+def epoch_timing(epoch_times: list[dict[str, float]]) -> dict[str, float]:
+    """Median epoch wall time, median time of its training steps, and their ratio (the loop's overhead).
+
+    The first epoch (allocator and cuDNN warm-up) is left out when there are others.
+    """
+    rows = epoch_times[1:] or epoch_times
+    if not rows:
+        return {}
+    epoch_s = float(np.median([r["epoch_s"] for r in rows]))
+    train_s = float(np.median([r["train_s"] for r in rows]))
+    return {"epoch_s": epoch_s, "epoch_train_s": train_s,
+            "epoch_over_train": epoch_s / train_s if train_s > 0 else float("nan")}
 
 
 def test_predictions(sample_ids, predicted: list[int]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import math
 import os
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ackd_bench.benchmark.data import ModalityData, pair_carrying_class, pair_same_class
+from ackd_bench.benchmark.data import ModalityData, draw_flips, pair_carrying_class, pair_same_class
+from ackd_bench.benchmark.gallery import build_gallery
 from ackd_bench.benchmark.errors import AckdBenchError
 from ackd_bench.benchmark.method import Batch, DataInfo, Method, NoConfig
 from ackd_bench.benchmark.models import Classifier
@@ -57,6 +59,11 @@ class FitResult:
     step_s: float = 0.0
     total_s: float = 0.0
     test_predictions: list[int] = field(default_factory=list)
+    #: Per trained epoch: ``train_s`` (its training steps, device synchronised at both ends) and
+    #: ``epoch_s`` (wall time of the whole epoch: pairing, steps, evaluation, checkpoint hand-off).
+    epoch_times: list[dict[str, float]] = field(default_factory=list)
+    #: Where the teacher's outputs came from: ``cached`` (gallery), ``live`` or ``none``.
+    teacher_outputs: str = "none"
 
 
 @torch.no_grad()
@@ -80,27 +87,45 @@ def predict_split(method: Method, data: ModalityData, split: str, px: int, batch
 def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData | None, profile: Profile,
         *, seed: int, student_px: int, teacher_px: int, epochs: int, checkpoint: Path | None = None,
         resume: bool = False, progress: bool = True, desc: str = "train",
-        fixed_partners: Tensor | None = None, context: dict[str, Any] | None = None) -> FitResult:
+        fixed_partners: Tensor | None = None, context: dict[str, Any] | None = None,
+        teacher_cache: bool = True) -> FitResult:
     """Train ``method`` and select the epoch with the best validation OA; test once at that epoch.
 
-    Before the first epoch: ``method.prepare`` (with ``context``: what the runner knows about the
-    dataset). Each epoch: ``on_epoch_start`` (its numbers go into the epoch's history row); the
-    method's own partners (``epoch_partners``) or else a fresh same-class teacher partner for
-    every student sample (methods that use a teacher), except where ``fixed_partners`` (true
-    co-located pairs, -1 = none) gives one; a seeded shuffle; Adam steps on the sum of the named
-    loss terms. A checkpoint is written after every epoch (atomically) so ``resume`` continues a run.
+    Before the first epoch: the frozen teacher's outputs for the whole MS training gallery
+    (:mod:`benchmark.gallery`; unless ``teacher_cache`` is off or they exceed the memory budget,
+    then the teacher runs at every step), then ``method.prepare`` (with ``context``: what the
+    runner knows about the dataset). Each epoch: ``on_epoch_start`` (its numbers go into the
+    epoch's history row); the method's own partners (``epoch_partners``) or else a fresh
+    same-class teacher partner for every student sample (methods that use a teacher), except
+    where ``fixed_partners`` (true co-located pairs, -1 = none) gives one; a seeded shuffle and
+    the epoch's flips (student chips only: the frozen teacher sees its chips as they are); Adam
+    steps on the sum of the named loss terms. A checkpoint is written after every epoch
+    (atomically, by a background thread) so ``resume`` continues a run.
+
+    On a GPU nothing in an epoch waits for the device: the loss terms are summed and checked
+    for NaN/inf on the device and read once, at the end of the epoch.
 
     Raises:
-        TrainingError: a loss term is NaN/inf (the step and the term are named), or the
-            checkpoint belongs to another run.
+        TrainingError: a loss term is NaN/inf (the first such step and its terms are named), or
+            the checkpoint belongs to another run.
     """
     device = student_data.y["train"].device
+    on_gpu = device.type == "cuda"
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
+    started = time.perf_counter()
+    if on_gpu:  # convolutions in NHWC run on tensor cores without layout transposes
+        method.to(memory_format=torch.channels_last)
+        if method.teacher is not None:
+            method.teacher.to(memory_format=torch.channels_last)
+    gallery = None
+    if method.uses_teacher and teacher_data is not None and teacher_cache:
+        gallery = build_gallery(method.teacher, teacher_data, teacher_px, profile.precision, channels_last=on_gpu)
+    method.use_teacher_gallery(gallery)
     method.prepare(student_data, teacher_data, {"seed": seed, "epochs": epochs, "student_px": student_px,
                                                 "teacher_px": teacher_px, "progress": progress, **(context or {})})
     params = [p for p in method.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=profile.lr)
+    opt = torch.optim.Adam(params, lr=profile.lr, fused=on_gpu)
     state = {"epoch": 0, "best_oa": -1.0, "best_epoch": -1, "best": None, "history": []}
     if resume and checkpoint is not None and checkpoint.exists():
         state = _load_checkpoint(checkpoint, method, opt, gen)
@@ -109,49 +134,56 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
 
     bar = tqdm(total=epochs, initial=state["epoch"], desc=desc, disable=not progress, file=sys.stderr, leave=False)
     step_times: list[float] = []
-    started = time.perf_counter()
-    for epoch in range(state["epoch"], epochs):
-        stats = method.on_epoch_start(epoch, {"epochs": epochs}) or {}
-        partners = method.epoch_partners(epoch) if method.uses_teacher else None
-        if method.uses_teacher and partners is None:
-            if teacher_data.sets is not None:  # a multi-label teacher: any chip carrying the class
-                partners = pair_carrying_class(student_data.y["train"], teacher_data.sets["train"], gen)
-            else:
-                partners = pair_same_class(student_data.y["train"], teacher_data.y["train"], gen)
-            if fixed_partners is not None:
-                partners = torch.where(fixed_partners >= 0, fixed_partners, partners)
-        perm = torch.randperm(n_train, generator=gen).to(device)
-        batches = [b for b in perm.split(profile.batch_size) if b.numel() > 1]  # BatchNorm needs 2+
-        method.train()
-        sums: dict[str, Tensor] = {}
-        _sync(device)
-        t0 = time.perf_counter()
-        for step, idx in enumerate(batches):
-            batch = make_batch(student_data, teacher_data if partners is not None else None, idx,
-                               partners[idx] if partners is not None else idx, student_px=student_px,
-                               teacher_px=teacher_px, augment=profile.augment, generator=gen, epoch=epoch,
-                               progress=epoch + step / len(batches))
-            terms = train_step(method, opt, batch, profile.precision, where=f"{desc}: epoch {epoch}, step {step}")
-            for k, v in terms.items():
-                # Kept on the device: the NaN check is the only read-back per step.
-                sums[k] = sums.get(k, 0.0) + v.detach().float()
-        _sync(device)
-        if batches:
-            step_times.append((time.perf_counter() - t0) / len(batches))
-        sums = {k: float(v) for k, v in sums.items()}
-        val = evaluate(method, student_data, "val", student_px)
-        record = {"epoch": epoch, "val_oa": val["oa"], **{k: v / max(len(batches), 1) for k, v in sums.items()},
-                  **{k: float(v) for k, v in stats.items()}}
-        state["history"].append(record)
-        if val["oa"] > state["best_oa"]:
-            state.update(best_oa=val["oa"], best_epoch=epoch,
-                         best={k: v.detach().clone().cpu() for k, v in method.student.state_dict().items()})
-        state["epoch"] = epoch + 1
-        if checkpoint is not None:
-            _save_checkpoint(checkpoint, method, opt, gen, state)
-        bar.update(1)
-        bar.set_postfix({**{k: f"{v:.3f}" for k, v in record.items() if k not in ("epoch", "val_oa")},
-                         "val_oa": f"{val['oa']:.3f}"})
+    epoch_times: list[dict[str, float]] = []
+    writer = _CheckpointWriter()
+    try:
+        for epoch in range(state["epoch"], epochs):
+            t_epoch = time.perf_counter()
+            stats = method.on_epoch_start(epoch, {"epochs": epochs}) or {}
+            partners = method.epoch_partners(epoch) if method.uses_teacher else None
+            if method.uses_teacher and partners is None:
+                if teacher_data.sets is not None:  # a multi-label teacher: any chip carrying the class
+                    partners = pair_carrying_class(student_data.y["train"], teacher_data.sets["train"], gen)
+                else:
+                    partners = pair_same_class(student_data.y["train"], teacher_data.y["train"], gen)
+                if fixed_partners is not None:
+                    partners = torch.where(fixed_partners >= 0, fixed_partners, partners)
+            perm = torch.randperm(n_train, generator=gen).to(device)
+            flips = draw_flips(n_train, gen, device) if profile.augment else None
+            batches = [b for b in torch.arange(n_train, device=device).split(profile.batch_size)
+                       if b.numel() > 1]  # positions in perm; BatchNorm needs 2+ samples
+            method.train()
+            watch = _LossWatch(device)
+            _sync(device)
+            t0 = time.perf_counter()
+            for step, pos in enumerate(batches):
+                idx = perm[pos]
+                batch = make_batch(student_data, teacher_data if partners is not None and gallery is None else None,
+                                   idx, partners[idx] if partners is not None else idx, student_px=student_px,
+                                   teacher_px=teacher_px, flips=flips[:, pos] if flips is not None else None,
+                                   epoch=epoch, progress=epoch + step / len(batches), channels_last=on_gpu)
+                watch.add(step, train_step(method, opt, batch, profile.precision, check=False))
+            _sync(device)
+            train_s = time.perf_counter() - t0
+            if batches:
+                step_times.append(train_s / len(batches))
+            sums = watch.result(f"{desc}: epoch {epoch}")  # the epoch's one read-back; raises on NaN/inf
+            val = evaluate(method, student_data, "val", student_px)
+            record = {"epoch": epoch, "val_oa": val["oa"], **{k: v / max(len(batches), 1) for k, v in sums.items()},
+                      **{k: float(v) for k, v in stats.items()}}
+            if val["oa"] > state["best_oa"]:
+                state.update(best_oa=val["oa"], best_epoch=epoch,
+                             best={k: v.detach().to("cpu", copy=True) for k, v in method.student.state_dict().items()})
+            state["history"].append(record)
+            state["epoch"] = epoch + 1
+            if checkpoint is not None:
+                writer.submit(checkpoint, method, opt, gen, state)
+            epoch_times.append({"epoch": epoch, "train_s": train_s, "epoch_s": time.perf_counter() - t_epoch})
+            bar.update(1)
+            bar.set_postfix({**{k: f"{v:.3f}" for k, v in record.items() if k not in ("epoch", "val_oa")},
+                             "val_oa": f"{val['oa']:.3f}"})
+    finally:
+        writer.close()  # a pending checkpoint is finished even when the run stops with an error
     bar.close()
     if state["best"] is None:
         raise TrainingError(f"{desc}: no epoch was trained (epochs={epochs})")
@@ -163,18 +195,66 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
     warm = step_times[1:] or step_times or [0.0]
     return FitResult(selected_epoch=state["best_epoch"], val=val, test=test, history=state["history"],
                      step_s=float(np.median(warm)), total_s=time.perf_counter() - started,
-                     test_predictions=[int(p) for p in predicted])
+                     test_predictions=[int(p) for p in predicted],
+                     epoch_times=epoch_times,
+                     teacher_outputs="none" if not method.uses_teacher else "cached" if gallery is not None else "live")
+
+
+class _LossWatch:
+    """Sums an epoch's loss terms on the device and remembers the first step with a NaN/inf term.
+
+    Nothing is read back until :meth:`result`, so the host never waits for the device mid-epoch.
+    A method may return different terms at different steps; each set of names is tracked apart.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.sums: dict[str, Tensor] = {}
+        # names of the terms -> (first step with a non-finite term, that step's term values)
+        self.first_bad: dict[tuple[str, ...], tuple[Tensor, Tensor]] = {}
+
+    def add(self, step: int, terms: dict[str, Tensor]) -> None:
+        names = tuple(terms)
+        values = torch.stack([terms[k].detach().float() for k in names])
+        for k, v in zip(names, values):
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
+        first, bad_values = self.first_bad.get(names) or (torch.full((), -1, dtype=torch.int64, device=self.device),
+                                                          torch.zeros_like(values))
+        new = (first < 0) & ~torch.isfinite(values).all()
+        self.first_bad[names] = (torch.where(new, step, first), torch.where(new, values, bad_values))
+
+    def result(self, where: str) -> dict[str, float]:
+        """The summed terms as floats.
+
+        Raises:
+            TrainingError: some step's loss was NaN/inf; names ``where``, the step and its bad terms.
+        """
+        found = [(int(first), names, values) for names, (first, values) in self.first_bad.items()]
+        found = sorted(f for f in found if f[0] >= 0)
+        if found:
+            step, names, values = found[0]
+            bad = {k: v for k, v in zip(names, values.tolist()) if not math.isfinite(v)}
+            raise TrainingError(f"non-finite loss at {where}, step {step}: {bad}; "
+                                "lower the learning rate or check the method's configuration")
+        return {k: float(v) for k, v in self.sums.items()}
 
 
 def make_batch(student_data: ModalityData, teacher_data: ModalityData | None, idx: Tensor, teacher_idx: Tensor,
-               *, student_px: int, teacher_px: int, augment: bool, generator: torch.Generator, epoch: int,
-               progress: float) -> Batch:
-    """A training batch: student chips ``idx`` and their teacher partners ``teacher_idx`` (if any)."""
+               *, student_px: int, teacher_px: int, augment: bool = False, generator: torch.Generator | None = None,
+               flips: Tensor | None = None, epoch: int, progress: float, channels_last: bool = False) -> Batch:
+    """A training batch: student chips ``idx`` and their teacher partners ``teacher_idx``.
+
+    The student chips are augmented by ``flips`` (or, with ``augment``, flips drawn from
+    ``generator``); the teacher's chips never are (the teacher is frozen). Without
+    ``teacher_data`` the batch carries the partners' indices only (a method reading the
+    teacher's gallery needs no more).
+    """
     device = idx.device
     return Batch(
-        student_x=student_data.batch("train", idx, px=student_px, augment=augment, generator=generator),
+        student_x=student_data.batch("train", idx, px=student_px, augment=augment, generator=generator, flips=flips,
+                                     channels_last=channels_last),
         labels=student_data.y["train"][idx],
-        teacher_x=(teacher_data.batch("train", teacher_idx, px=teacher_px, augment=augment, generator=generator)
+        teacher_x=(teacher_data.batch("train", teacher_idx, px=teacher_px, channels_last=channels_last)
                    if teacher_data is not None else torch.empty(0, device=device)),
         index=idx, teacher_index=teacher_idx, epoch=epoch, progress=progress,
         label_sets=student_data.sets["train"][idx] if student_data.sets is not None else None,
@@ -182,8 +262,12 @@ def make_batch(student_data: ModalityData, teacher_data: ModalityData | None, id
 
 
 def train_step(method: Method, opt: torch.optim.Optimizer, batch: Batch, precision: str = "fp32",
-               *, where: str = "") -> dict[str, Tensor]:
+               *, where: str = "", check: bool = True) -> dict[str, Tensor]:
     """One optimisation step on the sum of the method's named loss terms; returns the terms.
+
+    Args:
+        check: test the loss for NaN/inf before stepping (a read-back that makes the host wait
+            for the device); off, the caller checks the returned terms (``fit`` does, per epoch).
 
     Raises:
         TrainingError: the loss is NaN/inf; the message names ``where`` and the offending terms.
@@ -191,7 +275,7 @@ def train_step(method: Method, opt: torch.optim.Optimizer, batch: Batch, precisi
     with _autocast(batch.student_x.device, precision):
         terms = method.losses(batch)
     total = sum(terms.values())
-    if not torch.isfinite(total):
+    if check and not torch.isfinite(total):
         bad = {k: float(v.detach()) for k, v in terms.items() if not math.isfinite(float(v.detach()))}
         raise TrainingError(f"non-finite loss at {where}: {bad}; "
                             "lower the learning rate or check the method's configuration")
@@ -211,11 +295,55 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def _save_checkpoint(path: Path, method: nn.Module, opt, gen: torch.Generator, state: dict) -> None:
+class _CheckpointWriter:
+    """Writes checkpoints on a background thread so the training loop does not wait for the disk.
+
+    :meth:`submit` copies the state to host memory at once (the run goes on changing it), then
+    the thread writes it atomically; a submit waits for the previous write, and :meth:`close`
+    for the last one, re-raising a failed write.
+    """
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
+
+    def submit(self, path: Path, method: nn.Module, opt, gen: torch.Generator, state: dict) -> None:
+        payload = _to_host({"method": method.state_dict(), "optimizer": opt.state_dict(), "rng": gen.get_state(),
+                            "torch_rng": torch.get_rng_state(), "state": state})
+        self._wait()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._pending = self._pool.submit(_save_checkpoint, path, payload)
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self._wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+
+
+def _to_host(obj: Any) -> Any:
+    """A deep copy of ``obj`` whose tensors are fresh CPU tensors (safe to write while training goes on)."""
+    if isinstance(obj, Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return type(obj)((k, _to_host(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_host(v) for v in obj)
+    return obj
+
+
+def _save_checkpoint(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    torch.save({"method": method.state_dict(), "optimizer": opt.state_dict(), "rng": gen.get_state(),
-                "torch_rng": torch.get_rng_state(), "state": state}, tmp)
+    torch.save(payload, tmp)
     os.replace(tmp, path)
 
 

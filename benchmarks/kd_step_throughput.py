@@ -1,9 +1,10 @@
 """Training-step throughput of student-only vs Vanilla KD, measured in one run, as a ratio.
 
 The target (issue: harness): a Vanilla KD step costs at most 1.35x a student-only step
-(resnet18 at 64 px, batch 256, bf16 on a GPU). The KD step adds the frozen teacher's forward
-pass and the pairing gather; everything else is the same code path as `ackd-bench run`
-(`benchmark.train.make_batch` and `train_step`).
+(resnet18 at 64 px, batch 256, bf16 on a GPU). The KD step with a live teacher adds the frozen
+teacher's forward pass and the pairing gather; with the teacher gallery (what `ackd-bench run`
+does, `benchmark.gallery`) only a gather of cached outputs. Everything else is the same code
+path as `ackd-bench run` (`benchmark.train.make_batch` and `train_step`).
 
 Usage:
     python benchmarks/kd_step_throughput.py --device cuda --precision bf16      # on a GPU
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 
 from ackd_bench.benchmark.data import ModalityData, pair_same_class
+from ackd_bench.benchmark.gallery import build_gallery
 from ackd_bench.benchmark.method import DataInfo, create_method
 from ackd_bench.benchmark.models import create_classifier
 from ackd_bench.benchmark.train import make_batch, train_step
@@ -44,15 +46,29 @@ def synthetic_modality(n: int, channels: int, px: int, dtype: torch.dtype, n_cla
 
 def time_method(name: str, student_data: ModalityData, teacher_data: ModalityData, arch: str, px: int,
                 batch: int, steps: int, warmup: int, precision: str, device: torch.device,
-                options: dict | None = None) -> float:
-    """Median seconds per training step of one method (``options`` override its config)."""
-    k = 8
-    info = DataInfo(n_classes=k, student_channels=3, teacher_channels=10, class_names=tuple(map(str, range(k))),
-                    epochs=1)
-    teacher = create_classifier(arch, 10, k, seed=1).to(device)
-    student = create_classifier(arch, 3, k, seed=0).to(device)
+                options: dict | None = None, *, gallery: bool = False, teacher: torch.nn.Module | None = None,
+                ) -> float:
+    """Median seconds per training step of one method (``options`` override its config).
+
+    Args:
+        gallery: the teacher's outputs come from its gallery (computed once, ``benchmark.gallery``),
+            as in ``ackd-bench run``; off, the teacher runs at every step.
+        teacher: a (trained) teacher; default: a fresh one.
+    """
+    k = int(student_data.y["train"].max()) + 1
+    info = DataInfo(n_classes=k, student_channels=student_data.channels, teacher_channels=teacher_data.channels,
+                    class_names=tuple(map(str, range(k))), epochs=1)
+    teacher = teacher if teacher is not None else create_classifier(arch, teacher_data.channels, k, seed=1).to(device)
+    student = create_classifier(arch, student_data.channels, k, seed=0).to(device)
     method = create_method(name, student=student, teacher=teacher, info=info, **(options or {})).to(device)
-    opt = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=1e-3)
+    channels_last = device.type == "cuda"
+    if channels_last:  # as fit() does on a GPU
+        method.to(memory_format=torch.channels_last)
+        teacher.to(memory_format=torch.channels_last)
+    if gallery and method.uses_teacher:
+        method.use_teacher_gallery(build_gallery(teacher, teacher_data, px, precision, budget=1 << 62,
+                                                 channels_last=channels_last))
+    opt = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=1e-3, fused=channels_last)
     gen = torch.Generator().manual_seed(0)
     partners = pair_same_class(student_data.y["train"], teacher_data.y["train"], gen)
     n = student_data.y["train"].shape[0]
@@ -63,9 +79,11 @@ def time_method(name: str, student_data: ModalityData, teacher_data: ModalityDat
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        b = make_batch(student_data, teacher_data if method.uses_teacher else None, idx, partners[idx],
-                       student_px=px, teacher_px=px, augment=True, generator=gen, epoch=0, progress=0.0)
-        train_step(method, opt, b, precision, where=f"benchmark {name}")
+        live = method.uses_teacher and method.teacher_gallery is None
+        b = make_batch(student_data, teacher_data if live else None, idx, partners[idx],
+                       student_px=px, teacher_px=px, augment=True, generator=gen, epoch=0, progress=0.0,
+                       channels_last=channels_last)
+        train_step(method, opt, b, precision, where=f"benchmark {name}", check=False)
         if device.type == "cuda":
             torch.cuda.synchronize()
         if step >= warmup:
@@ -101,11 +119,12 @@ def main() -> None:
     args = step_parser(__doc__).parse_args()
     device, rgb, ms = synthetic_pair(args)
     # Interleave the two methods so drift (clocks, other load) affects both alike.
-    runs = {"student-only": [], "kd": []}
+    variants = {"student-only": ("student-only", False), "kd": ("kd", False), "kd (teacher gallery)": ("kd", True)}
+    runs: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(2):
-        for name in runs:
-            runs[name].append(time_method(name, rgb, ms, args.arch, args.px, args.batch, args.steps,
-                                          args.warmup, args.precision, device))
+        for name, (method, gallery) in variants.items():
+            runs[name].append(time_method(method, rgb, ms, args.arch, args.px, args.batch, args.steps,
+                                          args.warmup, args.precision, device, gallery=gallery))
     step = {name: min(v) for name, v in runs.items()}
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     record = {
@@ -117,6 +136,7 @@ def main() -> None:
         "step_s": step,
         "images_per_s": {name: args.batch / s for name, s in step.items()},
         "kd_over_student_step_time": step["kd"] / step["student-only"],
+        "kd_gallery_over_student_step_time": step["kd (teacher gallery)"] / step["student-only"],
         "target": "kd_over_student_step_time <= 1.35 (GPU, bf16, batch 256, resnet18, 64 px)",
     }
     write_record(record, args.out, "kd_step_throughput", device, args.precision)

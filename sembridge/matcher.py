@@ -235,8 +235,9 @@ def train_matcher(ms: ModalityData, rgb: ModalityData, ms_band_index: tuple[int,
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss.detach()) * rows.numel()
+            total = total + loss.detach() * rows.numel()  # summed on the device: no wait per step
             seen += rows.numel()
+        total = float(total)
         top1, val_loss = evaluate_matcher(matcher, ms, rgb, ms_band_index, "val", px=px,
                                           temperature=cfg.temperature, batch=cfg.batch)
         history.append({"epoch": epoch, "train_loss": total / seen, "val_top1": top1, "val_loss": val_loss})

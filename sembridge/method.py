@@ -3,10 +3,11 @@
 ``sembridge`` is SemBridge over Vanilla KD (the paper's headline setting); ``sembridge+<base>`` is
 SemBridge over any registered method (``sembridge+dkd``, ``sembridge+rkd``, ...). A run:
 
-1. ``prepare``: the frozen teacher's logits for the whole MS training gallery (computed once: the
-   teacher is frozen and the gallery is not augmented for matching); the SSM matcher (trained once
-   per dataset fingerprint and seed, then cached) embeds every MS and RGB training chip and each
-   RGB chip gets its top-1 cosine MS chip of the same class (``matching.initial_match``).
+1. ``prepare``: the frozen teacher's logits for the whole MS training gallery (computed once, or
+   taken from the run's teacher gallery, :mod:`benchmark.gallery`: the teacher is frozen and
+   sees no augmentation); the SSM matcher (trained once per dataset fingerprint and seed, then
+   cached) embeds every MS and RGB training chip and each RGB chip gets its top-1 cosine MS chip
+   of the same class (``matching.initial_match``).
 2. Training: each student chip is taught by its current partner. At the curriculum epochs
    e_t = e0 + Σ(Δe + eμ(i−1)), scaled to the profile's length (``matching.rematch_epochs``), DynM
    re-matches every student chip to the same-class MS chip of minimal KL(teacher ‖ student) at
@@ -201,6 +202,10 @@ class SemBridge(Method):
         self._diag: dict[str, Any] = {}
         self._ctx: dict[str, Any] = {}
 
+    def use_teacher_gallery(self, gallery) -> None:
+        super().use_teacher_gallery(gallery)
+        self.base.use_teacher_gallery(gallery)  # the base method computes the batch's teacher outputs
+
     # ---- matching ---------------------------------------------------------------------------------
 
     def prepare(self, student_data: ModalityData, teacher_data: ModalityData | None, ctx: dict[str, Any]) -> None:
@@ -209,8 +214,10 @@ class SemBridge(Method):
         o, seed = self.opts, int(ctx.get("seed", 0))
         self._data, self._ctx = (student_data, teacher_data), dict(ctx)
         t0 = time.perf_counter()
-        self._gallery = class_logits(all_logits(self.teacher, teacher_data, ctx["teacher_px"]),
-                                     self.info.teacher_multilabel)
+        cached = self.teacher_gallery
+        teacher_logits = (cached.logits.float() if cached is not None
+                          else all_logits(self.teacher, teacher_data, ctx["teacher_px"]))
+        self._gallery = class_logits(teacher_logits, self.info.teacher_multilabel)
         sets = teacher_data.sets["train"] if teacher_data.sets is not None else None
         y_s, y_t = student_data.y["train"], teacher_data.y["train"]
         gen = torch.Generator().manual_seed(seed + 7919)
