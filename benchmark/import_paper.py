@@ -237,14 +237,33 @@ def _row(modality: str, rel: str, split: str, label: int, name: str, collection:
     }
 
 
-def _stack(chips: list[np.ndarray], files: list[Path], what: str) -> np.ndarray:
-    shape = chips[0].shape
-    for chip, path in zip(chips, files):
-        if chip.shape != shape:
-            raise ImportPaperError(f"{path}: {what} shape {chip.shape} differs from {files[0]}'s {shape}")
-    if shape[1] != shape[2]:
-        raise ImportPaperError(f"{files[0]}: {what} chips are {shape[1]}x{shape[2]}; the format needs square chips")
-    return np.stack(chips)
+class _ChipStack:
+    """Chips of one modality written straight into one preallocated array (no list, no second copy).
+
+    The first chip fixes the shape (every other must match; the message names the file); a
+    chip of a wider dtype widens the array, as ``np.stack`` would.
+    """
+
+    def __init__(self, n: int, what: str) -> None:
+        self.n, self.what = n, what
+        self.array: np.ndarray | None = None
+        self.first: Path | None = None
+        self.count = 0
+
+    def add(self, chip: np.ndarray, path: Path) -> None:
+        if self.array is None:
+            if chip.ndim != 3 or chip.shape[1] != chip.shape[2]:
+                raise ImportPaperError(f"{path}: {self.what} chips are {'x'.join(map(str, chip.shape[1:]))}; "
+                                       "the format needs square (bands, px, px) chips")
+            self.array, self.first = np.empty((self.n, *chip.shape), dtype=chip.dtype), path
+        elif chip.shape != self.array.shape[1:]:
+            raise ImportPaperError(f"{path}: {self.what} shape {chip.shape} differs from {self.first}'s "
+                                   f"{self.array.shape[1:]}")
+        wide = np.result_type(self.array.dtype, chip.dtype)
+        if wide != self.array.dtype:
+            self.array = self.array.astype(wide)
+        self.array[self.count] = chip
+        self.count += 1
 
 
 def import_paper(layout_name: str, src: Path, out: Path, *, seed: int = 0) -> Path:
@@ -279,7 +298,7 @@ def import_paper(layout_name: str, src: Path, out: Path, *, seed: int = 0) -> Pa
     ids = {name: k for k, name in enumerate(classes)}
     dropped_names = 0
     rows: list[dict[str, Any]] = []
-    chips: dict[str, list[np.ndarray]] = {"ms": [], "rgb": []}
+    chips = {m: _ChipStack(sum(len(files[m][c]) for c in classes), m.upper()) for m in ("ms", "rgb")}
     paths: dict[str, list[Path]] = {"ms": [], "rgb": []}
     located = 0
     for m, modality in enumerate(("ms", "rgb")):
@@ -303,13 +322,13 @@ def import_paper(layout_name: str, src: Path, out: Path, *, seed: int = 0) -> Pa
                 else:
                     chip, where = read_tif(path, layout)
                     located += where is not None
-                row = _row(modality, rel, split, ids[cls], cls, collection, where, len(chips[modality]))
+                row = _row(modality, rel, split, ids[cls], cls, collection, where, chips[modality].count)
                 if layout.ms_label_type == "multi":
                     row["labels"] = labels
                 rows.append(row)
-                chips[modality].append(chip)
+                chips[modality].add(chip, path)
                 paths[modality].append(path)
-    arrays = {m: _stack(chips[m], paths[m], m.upper()) for m in ("ms", "rgb")}
+    arrays = {m: chips[m].array for m in ("ms", "rgb")}
     if layout.ms_suffixes == (".mat",) and arrays["ms"].dtype.name not in KEPT_INT_DTYPES:
         arrays["ms"] = arrays["ms"].astype(np.float32)  # float64 or ints torch cannot take as they are
     modalities = {

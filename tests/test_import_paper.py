@@ -175,6 +175,26 @@ def test_corrupt_and_wrong_files_are_named(tmp_path):
     _expect_error("m2s-gl", src, out, "cannot read .*sea_0.mat")
 
 
+def test_chips_of_another_size_are_named_and_mixed_dtypes_widen(tmp_path):
+    src = make_release(tmp_path / "gl", "m2s-gl")
+    out = tmp_path / "ds"
+    odd = src / "MS" / "port" / "port_1.mat"  # a later file than the first chip (forest_0)
+    savemat(odd, {"msi": np.zeros((8, 8, 10), np.uint16), "label": ["port"]})
+    _expect_error("m2s-gl", src, out, r"port_1.mat: MS shape \(10, 8, 8\) differs from .*forest_0.mat's \(10, 16, 16\)")
+    savemat(src / "MS" / "forest" / "forest_0.mat", {"msi": np.zeros((16, 8, 10), np.uint16), "label": ["forest"]})
+    _expect_error("m2s-gl", src, out, "forest_0.mat: MS chips are 16x8; the format needs square")
+
+    src = make_release(tmp_path / "gl2", "m2s-gl")
+    savemat(src / "MS" / "sea" / "sea_2.mat", {"msi": np.full((16, 16, 10), 0.5), "label": ["sea"]})
+    ds = load_dataset(import_paper("m2s-gl", src, tmp_path / "ds2"))
+    assert ds.ms.dtype == np.float32  # uint16 chips and one float64 chip widen, as np.stack would
+    all_rows = ds.samples[ds.samples["modality"] == "ms"]
+    sea2 = int(all_rows.loc[all_rows["sample_id"].str.contains("sea_2"), "array_index"].iloc[0])
+    assert np.all(ds.ms[sea2] == np.float32(0.5))
+    first = int(all_rows.loc[all_rows["sample_id"].str.contains("forest_0"), "array_index"].iloc[0])
+    assert ds.ms[first].max() > 1  # the integer chips keep their values
+
+
 def test_float_mat_becomes_float32(tmp_path):
     src = make_release(tmp_path / "src", "m2s-gl")
     for path in (src / "MS").rglob("*.mat"):
