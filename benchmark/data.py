@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ackd_bench.benchmark.dataset import SPLITS, Dataset, label_sets
 from ackd_bench.benchmark.errors import AckdBenchError
+
+if TYPE_CHECKING:  # the dataset format needs the geo stack; training on tensors does not
+    from ackd_bench.benchmark.dataset import Dataset
 
 
 class DataError(AckdBenchError):
@@ -86,6 +89,8 @@ def draw_flips(n: int, generator: torch.Generator | None, device: torch.device) 
 def load_modality(ds: Dataset, modality: str, device: torch.device, *,
                   max_train_per_class: int | None = None, seed: int = 0) -> ModalityData:
     """Copy one modality's splits onto ``device`` (once; the training loop never touches files)."""
+    from ackd_bench.benchmark.dataset import SPLITS, label_sets
+
     array = getattr(ds, modality)
     xs, ys, ids = {}, {}, {}
     multi = ds.manifest["modalities"][modality]["label_type"] == "multi"

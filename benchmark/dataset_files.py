@@ -94,3 +94,8 @@ def parse_checksums(text: str) -> dict[str, str]:
 def hash_files(root: Path, names: Iterable[str]) -> dict[str, str]:
     """Return ``{name: sha256}`` for the given paths relative to ``root``."""
     return {name: sha256_file(Path(root) / name) for name in names}
+
+
+def cache_root() -> Path:
+    """Where trained teachers and matchers are cached: ``$ACKD_BENCH_CACHE``, else ``~/.cache/ackd-bench``."""
+    return Path(os.environ.get("ACKD_BENCH_CACHE", Path.home() / ".cache" / "ackd-bench"))

@@ -9,7 +9,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ackd_bench.benchmark.data import load_modality, true_partners
@@ -20,7 +19,7 @@ from ackd_bench.benchmark.models import create_classifier
 from ackd_bench.benchmark.protocol import Profile
 from ackd_bench.benchmark.results import RESULT_SCHEMA_VERSION, write_run_result
 from ackd_bench.benchmark.teacher import get_teacher
-from ackd_bench.benchmark.train import fit
+from ackd_bench.benchmark.train import epoch_timing, fit
 from ackd_bench.benchmark.version import package_version
 
 PAIRING_POLICY = "random-same-class-per-epoch"
@@ -111,20 +110,6 @@ def run_experiment(dataset: Path, *, method: str, arch: str, teacher_arch: str |
             ckpt.unlink()  # the run finished; its result is the record
         results.append(result)
     return results
-
-
-def epoch_timing(epoch_times: list[dict[str, float]]) -> dict[str, float]:
-    """Median epoch wall time, median time of its training steps, and their ratio (the loop's overhead).
-
-    The first epoch (allocator and cuDNN warm-up) is left out when there are others.
-    """
-    rows = epoch_times[1:] or epoch_times
-    if not rows:
-        return {}
-    epoch_s = float(np.median([r["epoch_s"] for r in rows]))
-    train_s = float(np.median([r["train_s"] for r in rows]))
-    return {"epoch_s": epoch_s, "epoch_train_s": train_s,
-            "epoch_over_train": epoch_s / train_s if train_s > 0 else float("nan")}
 
 
 def test_predictions(sample_ids, predicted: list[int]) -> dict[str, Any]:

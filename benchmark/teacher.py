@@ -10,14 +10,11 @@ from typing import Any
 
 from ackd_bench.benchmark.data import ModalityData
 from ackd_bench.benchmark.dataset import Dataset, atomic_write_text, sha256_file
+from ackd_bench.benchmark.dataset_files import cache_root
 from ackd_bench.benchmark.method import DataInfo
 from ackd_bench.benchmark.models import Classifier, create_classifier
 from ackd_bench.benchmark.protocol import Profile
 from ackd_bench.benchmark.train import Supervised, TrainingError, fit
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("ACKD_BENCH_CACHE", Path.home() / ".cache" / "ackd-bench"))
 
 
 def teacher_paths(ds: Dataset, arch: str, seed: int, profile: Profile) -> tuple[Path, Path]:

@@ -200,6 +200,20 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
                      teacher_outputs="none" if not method.uses_teacher else "cached" if gallery is not None else "live")
 
 
+def epoch_timing(epoch_times: list[dict[str, float]]) -> dict[str, float]:
+    """Median epoch wall time, median time of its training steps, and their ratio (the loop's overhead).
+
+    The first epoch (allocator and cuDNN warm-up) is left out when there are others.
+    """
+    rows = epoch_times[1:] or epoch_times
+    if not rows:
+        return {}
+    epoch_s = float(np.median([r["epoch_s"] for r in rows]))
+    train_s = float(np.median([r["train_s"] for r in rows]))
+    return {"epoch_s": epoch_s, "epoch_train_s": train_s,
+            "epoch_over_train": epoch_s / train_s if train_s > 0 else float("nan")}
+
+
 class _LossWatch:
     """Sums an epoch's loss terms on the device and remembers the first step with a NaN/inf term.
 

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from ackd_bench.benchmark.data import ModalityData
-from ackd_bench.benchmark.dataset_files import atomic_write_text, sha256_file
+from ackd_bench.benchmark.dataset_files import atomic_write_text, cache_root, sha256_file
 from ackd_bench.benchmark.models import create_classifier
 from torch import Tensor, nn
 
@@ -267,7 +267,6 @@ def get_matcher(fingerprint: str, ms: ModalityData, rgb: ModalityData, ms_band_i
     Raises:
         ValueError: the cached weights do not match their recorded sha256 or dataset fingerprint.
     """
-    from ackd_bench.benchmark.teacher import cache_root
     from safetensors.torch import load_file, save_file
 
     # The training rows count too: a smoke profile's per-class cap must not reuse (or poison) the
