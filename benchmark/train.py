@@ -150,17 +150,17 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
                     partners = torch.where(fixed_partners >= 0, fixed_partners, partners)
             perm = torch.randperm(n_train, generator=gen).to(device)
             flips = draw_flips(n_train, gen, device) if profile.augment else None
-            batches = [b for b in torch.arange(n_train, device=device).split(profile.batch_size)
-                       if b.numel() > 1]  # positions in perm; BatchNorm needs 2+ samples
+            rows = perm.split(profile.batch_size)
+            flip_rows = flips.split(profile.batch_size, dim=1) if flips is not None else [None] * len(rows)
+            batches = [(i, f) for i, f in zip(rows, flip_rows) if i.numel() > 1]  # BatchNorm needs 2+ samples
             method.train()
             watch = _LossWatch(device)
             _sync(device)
             t0 = time.perf_counter()
-            for step, pos in enumerate(batches):
-                idx = perm[pos]
+            for step, (idx, batch_flips) in enumerate(batches):
                 batch = make_batch(student_data, teacher_data if partners is not None and gallery is None else None,
                                    idx, partners[idx] if partners is not None else idx, student_px=student_px,
-                                   teacher_px=teacher_px, flips=flips[:, pos] if flips is not None else None,
+                                   teacher_px=teacher_px, flips=batch_flips,
                                    epoch=epoch, progress=epoch + step / len(batches), channels_last=on_gpu)
                 watch.add(step, train_step(method, opt, batch, profile.precision, check=False))
             _sync(device)

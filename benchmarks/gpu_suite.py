@@ -41,14 +41,14 @@ from pathlib import Path
 
 import torch
 
-from ackd_bench.benchmark.data import ModalityData, pair_same_class
+from ackd_bench.benchmark.data import ModalityData
 from ackd_bench.benchmark.method import DataInfo, create_method
 from ackd_bench.benchmark.models import create_classifier
 from ackd_bench.benchmark.protocol import Profile
 from ackd_bench.benchmark.train import Supervised, epoch_timing, fit, make_batch, train_step
 
 sys.path.insert(0, str(Path(__file__).parent))
-from kd_step_throughput import time_method, write_record  # noqa: E402
+from kd_step_throughput import step_setup, time_method, write_record  # noqa: E402
 
 N_CLASSES = 10
 # Sentinel-2 L2A's 10 bands as the demo and the builds name them (SemBridge's matcher finds B04/B03/B02).
@@ -87,27 +87,15 @@ def eurosat_like(n: dict[str, int], channels: int, px: int, device: torch.device
 def pure_step_s(method_name: str, rgb: ModalityData, ms: ModalityData, teacher: torch.nn.Module, args,
                 device: torch.device, steps: int) -> float:
     """Seconds per SemBridge step with batches made beforehand and one synchronisation per measurement."""
-    info = DataInfo(n_classes=N_CLASSES, student_channels=3, teacher_channels=ms.channels,
-                    class_names=tuple(map(str, range(N_CLASSES))), epochs=1)
-    method = create_method(method_name, student=create_classifier(args.arch, 3, N_CLASSES, seed=0).to(device),
-                           teacher=teacher, info=info).to(device)
+    method, opt, gen, partners = step_setup(method_name, rgb, ms, args.arch, args.px, args.precision, device,
+                                            gallery=True, teacher=teacher)
     on_gpu = device.type == "cuda"
-    if on_gpu:
-        method.to(memory_format=torch.channels_last)
-    from ackd_bench.benchmark.gallery import build_gallery
-
-    method.use_teacher_gallery(build_gallery(teacher, ms, args.px, args.precision, budget=1 << 62,
-                                             channels_last=on_gpu))
-    opt = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=1e-3, fused=on_gpu)
-    gen = torch.Generator().manual_seed(0)
-    partners = pair_same_class(rgb.y["train"], ms.y["train"], gen)
     n = rgb.y["train"].shape[0]
     batches = []
     for _ in range(steps):
         idx = torch.randint(0, n, (args.batch,), generator=gen).to(device)
         batches.append(make_batch(rgb, None, idx, partners[idx], student_px=args.px, teacher_px=args.px,
                                   augment=True, generator=gen, epoch=0, progress=0.0, channels_last=on_gpu))
-    method.train()
 
     def run_all() -> float:
         for b in batches:

@@ -44,11 +44,10 @@ def synthetic_modality(n: int, channels: int, px: int, dtype: torch.dtype, n_cla
     return ModalityData(x=splits, y=labels, mean=mean, std=std, offset=0.0, modality="synthetic")
 
 
-def time_method(name: str, student_data: ModalityData, teacher_data: ModalityData, arch: str, px: int,
-                batch: int, steps: int, warmup: int, precision: str, device: torch.device,
-                options: dict | None = None, *, gallery: bool = False, teacher: torch.nn.Module | None = None,
-                ) -> float:
-    """Median seconds per training step of one method (``options`` override its config).
+def step_setup(name: str, student_data: ModalityData, teacher_data: ModalityData, arch: str, px: int,
+               precision: str, device: torch.device, options: dict | None = None, *, gallery: bool = False,
+               teacher: torch.nn.Module | None = None):
+    """A method ready to train as ``fit`` sets it up, its optimiser, a generator and same-class partners.
 
     Args:
         gallery: the teacher's outputs come from its gallery (computed once, ``benchmark.gallery``),
@@ -61,18 +60,29 @@ def time_method(name: str, student_data: ModalityData, teacher_data: ModalityDat
     teacher = teacher if teacher is not None else create_classifier(arch, teacher_data.channels, k, seed=1).to(device)
     student = create_classifier(arch, student_data.channels, k, seed=0).to(device)
     method = create_method(name, student=student, teacher=teacher, info=info, **(options or {})).to(device)
-    channels_last = device.type == "cuda"
-    if channels_last:  # as fit() does on a GPU
+    on_gpu = device.type == "cuda"
+    if on_gpu:  # as fit() does on a GPU
         method.to(memory_format=torch.channels_last)
         teacher.to(memory_format=torch.channels_last)
     if gallery and method.uses_teacher:
         method.use_teacher_gallery(build_gallery(teacher, teacher_data, px, precision, budget=1 << 62,
-                                                 channels_last=channels_last))
-    opt = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=1e-3, fused=channels_last)
+                                                 channels_last=on_gpu))
+    opt = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=1e-3, fused=on_gpu)
     gen = torch.Generator().manual_seed(0)
     partners = pair_same_class(student_data.y["train"], teacher_data.y["train"], gen)
-    n = student_data.y["train"].shape[0]
     method.train()
+    return method, opt, gen, partners
+
+
+def time_method(name: str, student_data: ModalityData, teacher_data: ModalityData, arch: str, px: int,
+                batch: int, steps: int, warmup: int, precision: str, device: torch.device,
+                options: dict | None = None, *, gallery: bool = False, teacher: torch.nn.Module | None = None,
+                ) -> float:
+    """Median seconds per training step of one method (``options`` override its config; see :func:`step_setup`)."""
+    method, opt, gen, partners = step_setup(name, student_data, teacher_data, arch, px, precision, device, options,
+                                            gallery=gallery, teacher=teacher)
+    channels_last = device.type == "cuda"
+    n = student_data.y["train"].shape[0]
     times = []
     for step in range(warmup + steps):
         idx = torch.randint(0, n, (batch,), generator=gen).to(device)

@@ -34,6 +34,13 @@ def small_dataset(small_preset, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture()
+def cache(tmp_path, monkeypatch) -> Path:
+    """A private teacher/matcher cache folder (``ACKD_BENCH_CACHE``) for one test."""
+    monkeypatch.setenv("ACKD_BENCH_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
 @pytest.fixture(scope="session")
 def stac_api(request):
     """A real STAC API on 127.0.0.1 (stac-fastapi-pgstac on PostgreSQL + pgstac) serving the small world.

@@ -31,12 +31,6 @@ def tiny(tmp_path_factory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("tiny") / "ds", manifest=manifest, samples=samples, arrays=arrays)
 
 
-@pytest.fixture()
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("ACKD_BENCH_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
 def _profile(**kw):
     return get_profile("smoke", teacher_px=16, student_px=16, batch_size=8, **kw)
 

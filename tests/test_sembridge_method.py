@@ -184,12 +184,6 @@ def tiny(tmp_path_factory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("tiny") / "ds", manifest=manifest, samples=samples, arrays=arrays)
 
 
-@pytest.fixture()
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("ACKD_BENCH_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
 def _setup(tiny, **options):
     ds = load_dataset(tiny)
     rgb, ms = (load_modality(ds, m, torch.device("cpu")) for m in ("rgb", "ms"))
