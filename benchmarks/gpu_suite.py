@@ -134,6 +134,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        ap.error(f"--device {args.device}: this machine has no usable CUDA device; run on a GPU or pass --device cpu")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     started = time.perf_counter()
