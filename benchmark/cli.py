@@ -226,6 +226,9 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default=None,
               help="bf16 autocast for forward passes and losses. [default: the profile's, fp32]")
+@click.option("--compile", "compile_mode", type=click.Choice(["off", "default", "reduce-overhead"]), default="off",
+              show_default=True, help="torch.compile the training forward passes (reduce-overhead: also CUDA "
+              "graphs, CUDA only). Pays on long GPU runs; see benchmarks/gpu_suite.py.")
 @click.option("--out", "out", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
               help="Folder for RunResult JSON files.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last epoch checkpoint.")
@@ -242,8 +245,8 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
               help="SemBridge loss weights: paper (λ1, 1−λ1) or the authors' code's 0.3/0.4/0.003. [default: paper]")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_friendly_errors
-def run_cmd(method, arch, teacher_arch, dataset, seeds, profile_name, epochs, device, precision, out, resume,
-            teacher_checkpoint, options, no_ssm, no_dynm, no_ot1, no_ot2, planner, weighting, quiet) -> None:
+def run_cmd(method, arch, teacher_arch, dataset, seeds, profile_name, epochs, device, precision, compile_mode, out,
+            resume, teacher_checkpoint, options, no_ssm, no_dynm, no_ot1, no_ot2, planner, weighting, quiet) -> None:
     """Train the MS teacher (cached) and an RGB student with one method; write RunResult JSON per seed.
 
     Options given with --option or the SemBridge switches become part of the run's label
@@ -255,9 +258,10 @@ def run_cmd(method, arch, teacher_arch, dataset, seeds, profile_name, epochs, de
       ackd-bench run --method sembridge --arch resnet18 --seeds 0,1,2 --profile fast
       ackd-bench run --method sembridge+dkd --arch resnet18 --no-dynm --planner sinkhorn
       ackd-bench run --method kd --arch mobilenetv2_100 --teacher-arch resnet34 --device cuda --profile paper
+      ackd-bench run --method sembridge --arch resnet18 --device cuda --precision bf16 --compile reduce-overhead
     """
     from ackd_bench.benchmark.protocol import get_profile
-    from ackd_bench.benchmark.runner import run_experiment
+    from ackd_bench.benchmark.runner import DeviceError, check_compile_mode, resolve_device, run_experiment
 
     seed_list = _parse_seeds(seeds)
     option_map = _parse_options(options)
@@ -270,6 +274,10 @@ def run_cmd(method, arch, teacher_arch, dataset, seeds, profile_name, epochs, de
         raise click.UsageError(f"{flags} apply to SemBridge methods only (sembridge, sembridge+<method>), "
                                f"not to {method!r}")
     option_map.update(switches)
+    try:  # a mode the device cannot run is a usage error, found before any data is built or loaded
+        check_compile_mode(compile_mode, resolve_device(device))
+    except DeviceError as err:
+        raise click.UsageError(str(err)) from err
     if not (dataset / "dataset.json").exists() and dataset == Path("data/demo"):
         from ackd_bench.curation.build import build_dataset as run_build
         from ackd_bench.curation.presets import get_preset
@@ -279,7 +287,8 @@ def run_cmd(method, arch, teacher_arch, dataset, seeds, profile_name, epochs, de
     profile = get_profile(profile_name, epochs=epochs, precision=precision)
     results = run_experiment(dataset, method=method, arch=arch, teacher_arch=teacher_arch, seeds=seed_list,
                              profile=profile, device=device, out=out, resume=resume, progress=not quiet,
-                             teacher_checkpoint=teacher_checkpoint, method_options=option_map)
+                             teacher_checkpoint=teacher_checkpoint, method_options=option_map,
+                             compile_mode=compile_mode)
     click.echo(f"{'seed':>4}  {'teacher test OA':>15}  {'student val OA':>14}  {'student test OA':>15}  {'epoch':>5}  {'img/s':>7}")
     for r in results:
         click.echo(f"{r['seed']:>4}  {100 * r['teacher']['metrics']['test_oa']:>14.1f}%  "
@@ -339,6 +348,9 @@ def table_cmd(paths, fmt, metric, out, plot) -> None:
               help="Workers of the local dask cluster (one run each at a time).")
 @click.option("--scheduler", default=None, metavar="tcp://HOST:PORT", help="Run on this running dask cluster instead.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N] (on the workers).")
+@click.option("--compile", "compile_mode", type=click.Choice(["off", "default", "reduce-overhead"]), default="off",
+              show_default=True, help="torch.compile the training forward passes (reduce-overhead: also CUDA "
+              "graphs, CUDA only). Pays on long GPU runs; see benchmarks/gpu_suite.py.")
 @click.option("--gpus-per-run", type=click.IntRange(min=0), default=0, show_default=True,
               help="Ask dask for this many 'GPU' resources per run (workers need --resources GPU=N).")
 @click.option("--retries", type=click.IntRange(min=0), default=1, show_default=True, help="Retries of a failing run.")
@@ -348,8 +360,8 @@ def table_cmd(paths, fmt, metric, out, plot) -> None:
 @click.option("--table-out", type=click.Path(path_type=Path), default=None, help="Also write the table to this file.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_friendly_errors
-def sweep_cmd(grid_name, datasets, seeds, out, workers, scheduler, device, gpus_per_run, retries, dry_run, fmt,
-              table_out, quiet) -> None:
+def sweep_cmd(grid_name, datasets, seeds, out, workers, scheduler, device, compile_mode, gpus_per_run, retries,
+              dry_run, fmt, table_out, quiet) -> None:
     """Run a grid (datasets x teacher->student pairs x methods x seeds) on dask; then print its table.
 
     Resumable: runs whose RunResult is already in --out are skipped. Teachers and SemBridge
@@ -365,6 +377,8 @@ def sweep_cmd(grid_name, datasets, seeds, out, workers, scheduler, device, gpus_
     """
     from ackd_bench.benchmark.sweep import expand_grid, load_grid, run_sweep, sweep_table
 
+    if compile_mode == "reduce-overhead" and not (device.startswith("cuda") or gpus_per_run):
+        raise click.UsageError("--compile reduce-overhead records CUDA graphs: give --device cuda or --gpus-per-run")
     grid = load_grid(grid_name, datasets=list(datasets) or None, seeds=_parse_seeds(seeds) if seeds else None)
     runs = expand_grid(grid)
     todo = [r for r in runs if not (out / r.filename).exists()]
@@ -374,7 +388,7 @@ def sweep_cmd(grid_name, datasets, seeds, out, workers, scheduler, device, gpus_
         click.echo(f"{len(todo)} run(s) to execute, {len(runs) - len(todo)} of {len(runs)} already done in {out}")
         return
     report = run_sweep(grid, out, workers=workers, scheduler=scheduler, device=device, gpus_per_run=gpus_per_run,
-                       retries=retries, progress=not quiet)
+                       retries=retries, progress=not quiet, compile_mode=compile_mode)
     table = sweep_table(runs, out, fmt)
     if table is not None:
         click.echo(table)

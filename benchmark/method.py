@@ -96,6 +96,10 @@ def class_logits(logits: Tensor, multilabel: bool) -> Tensor:
     return F.logsigmoid(logits) if multilabel else logits
 
 
+#: ``torch.compile`` modes of the student's training forward (:meth:`Method.compile_student`).
+COMPILE_MODES = ("off", "default", "reduce-overhead")
+
+
 @dataclass(frozen=True)
 class NoConfig:
     """A method without hyper-parameters."""
@@ -135,6 +139,8 @@ class Method(nn.Module):
         # Held outside the module tree so that method.parameters() and state_dict() never include it.
         self._teacher = [teacher]
         self.teacher_gallery: TeacherGallery | None = None
+        self.compile_mode = "off"
+        self.__dict__["_student_step"] = None  # set by compile_student; kept out of the module tree
 
     @property
     def teacher(self) -> Classifier | None:
@@ -152,11 +158,39 @@ class Method(nn.Module):
         return self.teacher(x)
 
     def student_out(self, batch: Batch) -> ModelOutput:
-        """The student's output on ``batch.student_x``, computed once per batch (with gradients)."""
+        """The student's output on ``batch.student_x``, computed once per batch (with gradients).
+
+        In training, through the compiled student when :meth:`compile_student` was called.
+        """
         out = batch.cache.get("student")
         if out is None:
-            out = batch.cache["student"] = self.student(batch.student_x)
+            net = self._student_step if self.training and self._student_step is not None else self.student
+            out = batch.cache["student"] = net(batch.student_x)
         return out
+
+    def compile_student(self, mode: str = "default") -> None:
+        """Run the student's training forward (and so its backward) through ``torch.compile``.
+
+        Args:
+            mode: ``default`` (Inductor kernels), ``reduce-overhead`` (also CUDA graphs; CUDA
+                only), or ``off`` (eager again).
+
+        Shapes are static: the epoch's last, smaller batch compiles once more. Evaluation and
+        :meth:`predict` stay eager (no compile per evaluation batch size), and the compiled
+        student is not a submodule, so parameters, ``state_dict`` and checkpoints are unchanged.
+
+        Raises:
+            MethodError: an unknown mode, or CUDA graphs asked for with the student off CUDA.
+        """
+        if mode not in COMPILE_MODES:
+            raise MethodError(f"unknown compile mode {mode!r}; use one of {', '.join(COMPILE_MODES)}")
+        on_cuda = next(self.student.parameters()).device.type == "cuda"
+        if mode == "reduce-overhead" and not on_cuda:
+            raise MethodError("compile mode 'reduce-overhead' records CUDA graphs and needs the student on a CUDA "
+                              "device; use 'default' or 'off' on the CPU")
+        self.compile_mode = mode
+        self.__dict__["_student_step"] = (None if mode == "off"
+                                          else torch.compile(self.student, mode=mode, dynamic=False))
 
     def use_teacher_gallery(self, gallery: TeacherGallery | None) -> None:
         """Read the teacher's outputs from ``gallery`` (all MS training rows, computed once) instead of

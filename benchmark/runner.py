@@ -14,7 +14,7 @@ import torch
 from ackd_bench.benchmark.data import load_modality, true_partners
 from ackd_bench.benchmark.dataset import load_dataset
 from ackd_bench.benchmark.errors import AckdBenchError
-from ackd_bench.benchmark.method import DataInfo, create_method, method_config
+from ackd_bench.benchmark.method import COMPILE_MODES, DataInfo, create_method, method_config
 from ackd_bench.benchmark.models import create_classifier
 from ackd_bench.benchmark.protocol import Profile
 from ackd_bench.benchmark.results import RESULT_SCHEMA_VERSION, write_run_result
@@ -42,11 +42,24 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def check_compile_mode(mode: str, device: torch.device) -> None:
+    """Fail before any work when ``mode`` is unknown or needs CUDA (CUDA graphs) and ``device`` is not."""
+    if mode not in COMPILE_MODES:
+        raise DeviceError(f"unknown compile mode {mode!r}; use one of {', '.join(COMPILE_MODES)}")
+    if mode == "reduce-overhead" and device.type != "cuda":
+        raise DeviceError(f"--compile reduce-overhead records CUDA graphs and needs a CUDA device, not {device}; "
+                          "use --compile default (or off) on the CPU")
+
+
 def run_experiment(dataset: Path, *, method: str, arch: str, teacher_arch: str | None, seeds: list[int],
                    profile: Profile, device: str = "auto", out: Path = Path("results"),
                    resume: bool = False, progress: bool = True, teacher_checkpoint: Path | None = None,
-                   method_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                   method_options: dict[str, Any] | None = None, compile_mode: str = "off") -> list[dict[str, Any]]:
     """Train the teacher (or reuse it) and the student for each seed; write one RunResult per seed.
+
+    ``compile_mode`` (``off``, ``default``, ``reduce-overhead``) runs the training forward
+    passes through ``torch.compile`` (:meth:`Method.compile_student`); it is recorded in
+    ``timing.compile``.
 
     Returns:
         The RunResult dicts, in seed order (each also written to ``out``).
@@ -55,13 +68,14 @@ def run_experiment(dataset: Path, *, method: str, arch: str, teacher_arch: str |
     label = method_label(method, method_options)
     teacher_arch = teacher_arch or arch
     dev = resolve_device(device)
+    check_compile_mode(compile_mode, dev)
     ds = load_dataset(dataset)
     results = []
     for seed in seeds:
         rgb = load_modality(ds, "rgb", dev, max_train_per_class=profile.max_train_per_class, seed=seed)
         ms = load_modality(ds, "ms", dev, max_train_per_class=profile.max_train_per_class, seed=seed)
         teacher, tmeta = get_teacher(ds, ms, teacher_arch, seed, profile, checkpoint=teacher_checkpoint,
-                                     progress=progress)
+                                     progress=progress, compile_mode=compile_mode)
         info = DataInfo(n_classes=len(ds.classes), student_channels=rgb.channels, teacher_channels=ms.channels,
                         class_names=tuple(ds.classes), epochs=profile.epochs, teacher_multilabel=ms.sets is not None)
         student = create_classifier(arch, rgb.channels, len(ds.classes), seed=seed).to(dev)
@@ -71,7 +85,7 @@ def run_experiment(dataset: Path, *, method: str, arch: str, teacher_arch: str |
         pairs = true_partners(ds, rgb, ms)
         fitted = fit(m, rgb, ms, profile, seed=seed, student_px=profile.student_px, teacher_px=profile.teacher_px,
                      epochs=profile.epochs, checkpoint=ckpt, resume=resume, progress=progress,
-                     desc=f"{method} seed {seed}", fixed_partners=pairs,
+                     desc=f"{method} seed {seed}", fixed_partners=pairs, compile_mode=compile_mode,
                      context={"fingerprint": ds.fingerprint,
                               "teacher_bands": list(ds.manifest["modalities"]["ms"].get("bands", []))})
         own_policy = getattr(m, "pairing_policy", None)
@@ -102,7 +116,8 @@ def run_experiment(dataset: Path, *, method: str, arch: str, teacher_arch: str |
             "diagnostics": {"history": fitted.history, **m.diagnostics()},
             "timing": {"total_s": fitted.total_s, "step_s": fitted.step_s,
                        "images_per_s": profile.batch_size / fitted.step_s if fitted.step_s else 0.0,
-                       **epoch_timing(fitted.epoch_times), "teacher_outputs": fitted.teacher_outputs},
+                       **epoch_timing(fitted.epoch_times), "teacher_outputs": fitted.teacher_outputs,
+                       "compile": fitted.compile_mode},
             "environment": _environment(dev),
         }
         write_run_result(Path(out), result)

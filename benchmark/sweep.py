@@ -219,7 +219,7 @@ def cache_keys(run: Run) -> tuple[tuple, ...]:
 
 
 def train_run(dataset: str, method: str, options: dict, teacher: str, student: str, seed: int,
-              profile: dict, device: str, out: str, torch_threads: int) -> str:
+              profile: dict, device: str, out: str, torch_threads: int, compile_mode: str = "off") -> str:
     """One sweep task, run on a dask worker: train and write one RunResult; returns its file name."""
     import torch
 
@@ -231,7 +231,7 @@ def train_run(dataset: str, method: str, options: dict, teacher: str, student: s
         torch.set_num_threads(torch_threads)
     [result] = run_experiment(Path(dataset), method=method, arch=student, teacher_arch=teacher, seeds=[seed],
                               profile=Profile(**profile), device=device, out=Path(out), progress=False,
-                              method_options=options or None)
+                              method_options=options or None, compile_mode=compile_mode)
     return result_filename(result)
 
 
@@ -245,12 +245,14 @@ class SweepReport:
 
 
 def run_sweep(grid: Grid, out: Path, *, workers: int = 1, scheduler: str | None = None, device: str = "auto",
-              gpus_per_run: int = 0, retries: int = 1, progress: bool = True) -> SweepReport:
+              gpus_per_run: int = 0, retries: int = 1, progress: bool = True,
+              compile_mode: str = "off") -> SweepReport:
     """Run every grid run whose RunResult is not yet in ``out``, on a dask cluster.
 
     Each run is one task (``resources={"GPU": gpus_per_run}`` when asked: start remote workers with
     ``dask worker ADDRESS --resources GPU=1``). A failing run is retried ``retries`` times, then
-    recorded in the report; the other runs go on.
+    recorded in the report; the other runs go on. ``compile_mode`` is passed to every run
+    (:func:`benchmark.runner.run_experiment`).
     """
     from ackd_bench.benchmark.protocol import get_profile
 
@@ -267,7 +269,8 @@ def run_sweep(grid: Grid, out: Path, *, workers: int = 1, scheduler: str | None 
     threads = 0 if scheduler else max(1, _cpu_count() // workers)
     try:
         _schedule(client, todo, report, profile=profile, device=device, out=out, threads=threads,
-                  retries=retries, resources={"GPU": gpus_per_run} if gpus_per_run else None, progress=progress)
+                  retries=retries, resources={"GPU": gpus_per_run} if gpus_per_run else None, progress=progress,
+                  compile_mode=compile_mode)
     finally:
         client.close()
         if cluster is not None:
@@ -276,7 +279,7 @@ def run_sweep(grid: Grid, out: Path, *, workers: int = 1, scheduler: str | None 
 
 
 def _schedule(client, todo: list[Run], report: SweepReport, *, profile: dict, device: str, out: Path, threads: int,
-              retries: int, resources: dict | None, progress: bool) -> None:
+              retries: int, resources: dict | None, progress: bool, compile_mode: str = "off") -> None:
     """Submit runs as their caches allow: a cache key is claimed by one run at a time until one fills it."""
     from distributed import as_completed
     from tqdm.auto import tqdm
@@ -296,7 +299,8 @@ def _schedule(client, todo: list[Run], report: SweepReport, *, profile: dict, de
             claimed.update(keys)
             pending.remove(run)
             future = client.submit(train_run, str(run.dataset), run.method.name, run.method.options, run.teacher,
-                                   run.student, run.seed, profile, device, str(out), threads, key=f"run-{run.filename}",
+                                   run.student, run.seed, profile, device, str(out), threads, compile_mode,
+                                   key=f"run-{run.filename}",
                                    pure=False, retries=retries, resources=resources)
             running[future] = run
             completed.add(future)

@@ -25,8 +25,12 @@ def teacher_paths(ds: Dataset, arch: str, seed: int, profile: Profile) -> tuple[
 
 
 def get_teacher(ds: Dataset, ms: ModalityData, arch: str, seed: int, profile: Profile,
-                *, checkpoint: Path | None = None, progress: bool = True) -> tuple[Classifier, dict[str, Any]]:
+                *, checkpoint: Path | None = None, progress: bool = True,
+                compile_mode: str = "off") -> tuple[Classifier, dict[str, Any]]:
     """The MS teacher for this dataset: loaded from ``checkpoint`` or the cache, else trained and cached.
+
+    ``compile_mode`` applies to training it (:func:`benchmark.train.fit`); a cached teacher is
+    reused whatever mode trained it.
 
     Raises:
         TrainingError: the checkpoint was trained on another dataset (fingerprint), another
@@ -60,7 +64,7 @@ def get_teacher(ds: Dataset, ms: ModalityData, arch: str, seed: int, profile: Pr
                     teacher_multilabel=ms.sets is not None)
     result = fit(Supervised(model, info), ms, None, profile, seed=seed, student_px=profile.teacher_px,
                  teacher_px=profile.teacher_px, epochs=profile.teacher_epochs, progress=progress,
-                 desc=f"teacher {arch}")
+                 desc=f"teacher {arch}", compile_mode=compile_mode)
     weights.parent.mkdir(parents=True, exist_ok=True)
     tmp = weights.with_suffix(f".tmp-{os.getpid()}")
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
@@ -70,7 +74,7 @@ def get_teacher(ds: Dataset, ms: ModalityData, arch: str, seed: int, profile: Pr
         "loss": "bce" if ms.sets is not None else "ce",
         "dataset_fingerprint": ds.fingerprint, "checkpoint_sha256": sha256_file(weights),
         "selected_epoch": result.selected_epoch, "val_oa": result.val["oa"], "test_oa": result.test["oa"],
-        "val": result.val, "test": result.test, "train_s": result.total_s,
+        "val": result.val, "test": result.test, "train_s": result.total_s, "compile": compile_mode,
     }
     atomic_write_text(meta_path, json.dumps(meta, indent=1, sort_keys=True))
     model.eval()

@@ -42,7 +42,7 @@ class Supervised(Method):
         super().__init__(model, None, info, NoConfig())
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
-        logits = self.student(batch.student_x).logits
+        logits = self.student_out(batch).logits
         if batch.label_sets is not None:
             return {"bce": F.binary_cross_entropy_with_logits(logits, batch.label_sets)}
         return {"ce": F.cross_entropy(logits, batch.labels)}
@@ -64,6 +64,8 @@ class FitResult:
     epoch_times: list[dict[str, float]] = field(default_factory=list)
     #: Where the teacher's outputs came from: ``cached`` (gallery), ``live`` or ``none``.
     teacher_outputs: str = "none"
+    #: The student's ``torch.compile`` mode in training (``off``: eager).
+    compile_mode: str = "off"
 
 
 @torch.no_grad()
@@ -88,7 +90,7 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
         *, seed: int, student_px: int, teacher_px: int, epochs: int, checkpoint: Path | None = None,
         resume: bool = False, progress: bool = True, desc: str = "train",
         fixed_partners: Tensor | None = None, context: dict[str, Any] | None = None,
-        teacher_cache: bool = True) -> FitResult:
+        teacher_cache: bool = True, compile_mode: str = "off") -> FitResult:
     """Train ``method`` and select the epoch with the best validation OA; test once at that epoch.
 
     Before the first epoch: the frozen teacher's outputs for the whole MS training gallery
@@ -103,11 +105,15 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
     (atomically, by a background thread) so ``resume`` continues a run.
 
     On a GPU nothing in an epoch waits for the device: the loss terms are summed and checked
-    for NaN/inf on the device and read once, at the end of the epoch.
+    for NaN/inf on the device and read once, at the end of the epoch. ``compile_mode`` other than
+    ``off`` runs the student's training forward through ``torch.compile``
+    (:meth:`Method.compile_student`); the compile time falls in the first epoch (and, once, in
+    the first short last batch).
 
     Raises:
         TrainingError: a loss term is NaN/inf (the first such step and its terms are named), or
             the checkpoint belongs to another run.
+        MethodError: an unknown ``compile_mode``, or ``reduce-overhead`` off CUDA.
     """
     device = student_data.y["train"].device
     on_gpu = device.type == "cuda"
@@ -118,6 +124,7 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
         method.to(memory_format=torch.channels_last)
         if method.teacher is not None:
             method.teacher.to(memory_format=torch.channels_last)
+    method.compile_student(compile_mode)
     gallery = None
     if method.uses_teacher and teacher_data is not None and teacher_cache:
         gallery = build_gallery(method.teacher, teacher_data, teacher_px, profile.precision, channels_last=on_gpu)
@@ -197,7 +204,8 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
                      step_s=float(np.median(warm)), total_s=time.perf_counter() - started,
                      test_predictions=[int(p) for p in predicted],
                      epoch_times=epoch_times,
-                     teacher_outputs="none" if not method.uses_teacher else "cached" if gallery is not None else "live")
+                     teacher_outputs="none" if not method.uses_teacher else "cached" if gallery is not None else "live",
+                     compile_mode=compile_mode)
 
 
 def epoch_timing(epoch_times: list[dict[str, float]]) -> dict[str, float]:
@@ -286,6 +294,8 @@ def train_step(method: Method, opt: torch.optim.Optimizer, batch: Batch, precisi
     Raises:
         TrainingError: the loss is NaN/inf; the message names ``where`` and the offending terms.
     """
+    if method.compile_mode == "reduce-overhead":
+        torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs may be reused
     with _autocast(batch.student_x.device, precision):
         terms = method.losses(batch)
     total = sum(terms.values())

@@ -14,6 +14,13 @@ Targets (resnet18 at 64 px, batch 256, bf16, one H100/H200):
    DynM re-matchings, the per-epoch validation and the final test included. The teacher is
    trained first and timed apart (in a sweep it is trained once and shared by every run).
 
+4. ``compile``: the same step measurement with the student's training forward through
+   ``torch.compile`` (``--compile``; on CUDA, ``default`` and ``reduce-overhead``, which adds CUDA
+   graphs): each mode's step times, its SemBridge/student-only ratio, its speed-up over eager, the
+   compile time (the first step's excess) and the epochs a run needs to earn it back. A mode that
+   fails to compile is recorded with its error; the other measurements go on. ``--run-compile``
+   times the 200-epoch run with one of them.
+
 The dataset is generated on the device: class-dependent spectra and colours, a smooth random
 texture and noise, so the teacher, the matcher and the student learn something and the
 re-matchings move partners. Everything runs through the library's own code (``fit``,
@@ -42,13 +49,13 @@ from pathlib import Path
 import torch
 
 from ackd_bench.benchmark.data import ModalityData
-from ackd_bench.benchmark.method import DataInfo, create_method
+from ackd_bench.benchmark.method import COMPILE_MODES, DataInfo, create_method
 from ackd_bench.benchmark.models import create_classifier
 from ackd_bench.benchmark.protocol import Profile
 from ackd_bench.benchmark.train import Supervised, epoch_timing, fit, make_batch, train_step
 
 sys.path.insert(0, str(Path(__file__).parent))
-from kd_step_throughput import step_setup, time_method, write_record  # noqa: E402
+from kd_step_throughput import step_setup, time_steps, write_record  # noqa: E402
 
 N_CLASSES = 10
 # Sentinel-2 L2A's 10 bands as the demo and the builds name them (SemBridge's matcher finds B04/B03/B02).
@@ -88,7 +95,7 @@ def pure_step_s(method_name: str, rgb: ModalityData, ms: ModalityData, teacher: 
                 device: torch.device, steps: int) -> float:
     """Seconds per SemBridge step with batches made beforehand and one synchronisation per measurement."""
     method, opt, gen, partners = step_setup(method_name, rgb, ms, args.arch, args.px, args.precision, device,
-                                            gallery=True, teacher=teacher)
+                                            gallery=True, teacher=teacher, compile_mode=args.run_compile)
     on_gpu = device.type == "cuda"
     n = rgb.y["train"].shape[0]
     batches = []
@@ -111,6 +118,26 @@ def pure_step_s(method_name: str, rgb: ModalityData, ms: ModalityData, teacher: 
     return min(run_all() for _ in range(2))
 
 
+def compile_record(step: dict[str, float], first: dict[str, float], eager: dict[str, float],
+                   steps_per_epoch: int, batch: int) -> dict:
+    """One compile mode's numbers: step times, ratio, speed-up over eager, compile time and break-even.
+
+    ``compile_s`` is the largest excess of a variant's first step over its median step (the
+    student's graph is compiled once and may be reused by the next variant; eager first steps take
+    milliseconds); ``break_even_epochs`` is how many epochs of the SemBridge step time saved pay it
+    back (None when compiling saves nothing).
+    """
+    sembridge = "sembridge (attention)"
+    compile_s = max(max(first[k] - step[k] for k in step), 0.0)
+    saved = (eager[sembridge] - step[sembridge]) * steps_per_epoch
+    return {"seconds": step, "images_per_s": {k: batch / v for k, v in step.items()},
+            "over_student_only": step[sembridge] / step["student-only"],
+            "speedup_over_eager": {k: eager[k] / v for k, v in step.items()},
+            "first_step_s": first, "compile_s": compile_s,
+            "break_even_epochs": compile_s / saved if saved > 0 else None,
+            "met": step[sembridge] / step["student-only"] <= TARGETS["step"]}
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -131,11 +158,22 @@ def main() -> None:
     ap.add_argument("--matcher-epochs", type=int, default=None,
                     help="SSM matcher epochs of the SemBridge run (default: SemBridge's own, 10).")
     ap.add_argument("--skip-run", action="store_true", help="Only the step measurements.")
+    ap.add_argument("--compile", default=None, metavar="MODES",
+                    help="torch.compile modes to time the step with, comma-separated (default, reduce-overhead), "
+                         "or 'none' [default: both on CUDA, none on the CPU].")
+    ap.add_argument("--run-compile", default="off", choices=COMPILE_MODES,
+                    help="torch.compile mode of the 200-epoch run (and its pure-compute reference).")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         ap.error(f"--device {args.device}: this machine has no usable CUDA device; run on a GPU or pass --device cpu")
+    modes = ([] if args.compile in ("none", "off", "") else args.compile.split(",")) if args.compile is not None else (
+        ["default", "reduce-overhead"] if device.type == "cuda" else [])
+    for mode in [*modes, args.run_compile]:
+        if mode not in COMPILE_MODES or (mode == "reduce-overhead" and device.type != "cuda"):
+            ap.error(f"compile mode {mode!r}: use default{', reduce-overhead' if device.type == 'cuda' else ''} "
+                     f"(reduce-overhead records CUDA graphs and needs --device cuda)")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     started = time.perf_counter()
@@ -160,22 +198,46 @@ def main() -> None:
                          "total_s": t_fit.total_s}
     teacher.eval()
 
-    # 1. Step costs, interleaved over two rounds so drift affects every variant alike.
+    # 1. Step costs, interleaved over two rounds so drift affects every variant alike; 4. the same
+    # steps compiled (the first round's first step carries the compile).
     variants = {"student-only": ("student-only", False), "kd (live teacher)": ("kd", False),
                 "kd (teacher gallery)": ("kd", True), "sembridge (attention)": ("sembridge", True),
                 "sembridge (sinkhorn)": ("sembridge", True)}
     options = {"sembridge (sinkhorn)": {"planner": "sinkhorn"}}
-    runs: dict[str, list[float]] = {name: [] for name in variants}
+    compiled = {(mode, name): (method, True) for mode in modes
+                for name, method in (("student-only", "student-only"), ("sembridge (attention)", "sembridge"))}
+    runs: dict = {key: [] for key in [*variants, *compiled]}
+    first: dict = {}
+    errors: dict[str, str] = {}
     for _ in range(2):
-        for name, (method, gallery) in variants.items():
-            runs[name].append(time_method(method, rgb, ms, args.arch, args.px, args.batch, args.steps, args.warmup,
-                                          args.precision, device, options.get(name), gallery=gallery,
-                                          teacher=teacher))
-    step = {name: min(v) for name, v in runs.items()}
+        for key, (method, gallery) in {**variants, **compiled}.items():
+            mode, name = key if isinstance(key, tuple) else ("off", key)
+            if mode in errors:
+                continue
+            try:
+                median, first_step = time_steps(method, rgb, ms, args.arch, args.px, args.batch, args.steps,
+                                                args.warmup, args.precision, device, options.get(name),
+                                                gallery=gallery, teacher=teacher, compile_mode=mode)
+            except Exception as err:  # a compiler missing on the machine must not cost the other numbers
+                if mode == "off":
+                    raise
+                errors[mode] = f"{type(err).__name__}: {str(err)[:400]}"
+                print(f"compile mode {mode}: {errors[mode]}", file=sys.stderr)
+                continue
+            runs[key].append(median)
+            first.setdefault(key, first_step)
+    step = {name: min(runs[name]) for name in variants}
     ratios = {name: s / step["student-only"] for name, s in step.items()}
     record["step"] = {"seconds": step, "images_per_s": {k: args.batch / v for k, v in step.items()},
                       "over_student_only": ratios, "target": TARGETS["step"],
                       "met": ratios["sembridge (attention)"] <= TARGETS["step"]}
+    steps_per_epoch = sizes["rgb_train"] // args.batch + (sizes["rgb_train"] % args.batch > 1)
+    record["compile"] = {}
+    for mode in modes:
+        names = ("student-only", "sembridge (attention)")
+        record["compile"][mode] = {"error": errors[mode]} if mode in errors else compile_record(
+            {n: min(runs[(mode, n)]) for n in names}, {n: first[(mode, n)] for n in names}, step, steps_per_epoch,
+            args.batch)
 
     if not args.skip_run:
         # 3. The SemBridge run, as `ackd-bench run` trains it (checkpoints included); a fresh matcher cache.
@@ -186,18 +248,19 @@ def main() -> None:
             os.environ["ACKD_BENCH_CACHE"] = str(Path(tmp) / "cache")
             run = fit(method, rgb, ms, profile, seed=0, student_px=args.px, teacher_px=args.px, epochs=args.epochs,
                       checkpoint=Path(tmp) / "run.pt", progress=True, desc="sembridge",
-                      context={"fingerprint": f"gpu-suite-{args.scale}-{args.px}", "teacher_bands": MS_BANDS})
+                      context={"fingerprint": f"gpu-suite-{args.scale}-{args.px}", "teacher_bands": MS_BANDS},
+                      compile_mode=args.run_compile)
         diag = method.diagnostics()["sembridge"]
         prepare_s = diag["matching"]["prepare_s"]
         rematch_s = sum(h.get("rematch_s", 0.0) for h in run.history)
         record["run"] = {"epochs": args.epochs, "total_s": run.total_s, "prepare_s (matcher, gallery, matching)": prepare_s,
                          "rematch_s": rematch_s, "rematches": len(diag["matching"]["rematch_epochs"]),
-                         "teacher_outputs": run.teacher_outputs, "selected_epoch": run.selected_epoch,
+                         "teacher_outputs": run.teacher_outputs, "compile": run.compile_mode,
+                         "selected_epoch": run.selected_epoch,
                          "val_oa": run.val["oa"], "test_oa": run.test["oa"], "target_s": TARGETS["run_s"],
                          "met": run.total_s <= TARGETS["run_s"] * args.epochs / 200}
         # 2. Epoch wall time against the same steps' pure compute.
         timing = epoch_timing(run.epoch_times)
-        steps_per_epoch = sizes["rgb_train"] // args.batch + (sizes["rgb_train"] % args.batch > 1)
         pure = pure_step_s("sembridge", rgb, ms, teacher, args, device, min(steps_per_epoch, 40)) * steps_per_epoch
         record["epoch"] = {**timing, "pure_compute_s": pure, "wall_over_pure_compute": timing["epoch_s"] / pure,
                            "target": TARGETS["epoch"], "met": timing["epoch_s"] / pure <= TARGETS["epoch"]}

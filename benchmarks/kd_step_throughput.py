@@ -46,13 +46,14 @@ def synthetic_modality(n: int, channels: int, px: int, dtype: torch.dtype, n_cla
 
 def step_setup(name: str, student_data: ModalityData, teacher_data: ModalityData, arch: str, px: int,
                precision: str, device: torch.device, options: dict | None = None, *, gallery: bool = False,
-               teacher: torch.nn.Module | None = None):
+               teacher: torch.nn.Module | None = None, compile_mode: str = "off"):
     """A method ready to train as ``fit`` sets it up, its optimiser, a generator and same-class partners.
 
     Args:
         gallery: the teacher's outputs come from its gallery (computed once, ``benchmark.gallery``),
             as in ``ackd-bench run``; off, the teacher runs at every step.
         teacher: a (trained) teacher; default: a fresh one.
+        compile_mode: ``torch.compile`` mode of the student's training forward (``--compile``).
     """
     k = int(student_data.y["train"].max()) + 1
     info = DataInfo(n_classes=k, student_channels=student_data.channels, teacher_channels=teacher_data.channels,
@@ -64,6 +65,7 @@ def step_setup(name: str, student_data: ModalityData, teacher_data: ModalityData
     if on_gpu:  # as fit() does on a GPU
         method.to(memory_format=torch.channels_last)
         teacher.to(memory_format=torch.channels_last)
+    method.compile_student(compile_mode)
     if gallery and method.uses_teacher:
         method.use_teacher_gallery(build_gallery(teacher, teacher_data, px, precision, budget=1 << 62,
                                                  channels_last=on_gpu))
@@ -77,10 +79,20 @@ def step_setup(name: str, student_data: ModalityData, teacher_data: ModalityData
 def time_method(name: str, student_data: ModalityData, teacher_data: ModalityData, arch: str, px: int,
                 batch: int, steps: int, warmup: int, precision: str, device: torch.device,
                 options: dict | None = None, *, gallery: bool = False, teacher: torch.nn.Module | None = None,
-                ) -> float:
+                compile_mode: str = "off") -> float:
     """Median seconds per training step of one method (``options`` override its config; see :func:`step_setup`)."""
+    return time_steps(name, student_data, teacher_data, arch, px, batch, steps, warmup, precision, device, options,
+                      gallery=gallery, teacher=teacher, compile_mode=compile_mode)[0]
+
+
+def time_steps(name: str, student_data: ModalityData, teacher_data: ModalityData, arch: str, px: int,
+               batch: int, steps: int, warmup: int, precision: str, device: torch.device,
+               options: dict | None = None, *, gallery: bool = False, teacher: torch.nn.Module | None = None,
+               compile_mode: str = "off") -> tuple[float, float]:
+    """Median seconds per training step after ``warmup`` steps, and the seconds of the first step
+    (which includes compiling, with ``compile_mode``, and the allocator's and cuDNN's warm-up)."""
     method, opt, gen, partners = step_setup(name, student_data, teacher_data, arch, px, precision, device, options,
-                                            gallery=gallery, teacher=teacher)
+                                            gallery=gallery, teacher=teacher, compile_mode=compile_mode)
     channels_last = device.type == "cuda"
     n = student_data.y["train"].shape[0]
     times = []
@@ -96,9 +108,8 @@ def time_method(name: str, student_data: ModalityData, teacher_data: ModalityDat
         train_step(method, opt, b, precision, where=f"benchmark {name}", check=False)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        if step >= warmup:
-            times.append(time.perf_counter() - t0)
-    return float(torch.tensor(times).median())
+        times.append(time.perf_counter() - t0)
+    return float(torch.tensor(times[warmup:]).median()), times[0]
 
 
 def step_parser(doc: str) -> argparse.ArgumentParser:

@@ -43,7 +43,8 @@ def test_training_code_imports_without_the_geo_stack(tmp_path):
 def test_gpu_suite_runs_without_the_geo_stack_and_its_record_adds_up(tmp_path):
     out = tmp_path / "out"
     args = ["--device", "cpu", "--scale", "0.005", "--epochs", "3", "--teacher-epochs", "1", "--batch", "32",
-            "--steps", "2", "--warmup", "1", "--precision", "fp32", "--matcher-epochs", "1", "--out", str(out)]
+            "--steps", "2", "--warmup", "1", "--precision", "fp32", "--matcher-epochs", "1", "--compile", "default",
+            "--out", str(out)]
     code = ("sys.argv = ['gpu_suite.py'] + sys.argv[1:]\n"
             f"sys.path.insert(0, {str(ROOT / 'benchmarks')!r})\n"
             f"runpy.run_path({str(ROOT / 'benchmarks' / 'gpu_suite.py')!r}, run_name='__main__')\n")
@@ -57,6 +58,13 @@ def test_gpu_suite_runs_without_the_geo_stack_and_its_record_adds_up(tmp_path):
     for name, seconds in step["seconds"].items():
         assert step["over_student_only"][name] == pytest.approx(seconds / base)
     assert step["met"] == (step["over_student_only"]["sembridge (attention)"] <= 1.2)
+    compiled = record["compile"]["default"]  # the same steps with the student's forward through torch.compile
+    assert set(compiled["seconds"]) == {"student-only", "sembridge (attention)"}
+    assert compiled["over_student_only"] == pytest.approx(
+        compiled["seconds"]["sembridge (attention)"] / compiled["seconds"]["student-only"])
+    for name, seconds in compiled["seconds"].items():
+        assert compiled["speedup_over_eager"][name] == pytest.approx(step["seconds"][name] / seconds)
+    assert compiled["compile_s"] > 10 * compiled["seconds"]["student-only"]  # the first step compiled
     run = record["run"]
     assert run["teacher_outputs"] == "cached" and run["epochs"] == 3
     assert 0 < run["prepare_s (matcher, gallery, matching)"] < run["total_s"]
@@ -66,3 +74,11 @@ def test_gpu_suite_runs_without_the_geo_stack_and_its_record_adds_up(tmp_path):
     assert epoch["epoch_s"] >= epoch["epoch_train_s"] > 0
     assert epoch["met"] == (epoch["wall_over_pure_compute"] <= 1.15)
     assert record["device"].startswith("cpu") and record["date"][:4].isdigit()
+
+
+def test_gpu_suite_refuses_cuda_graphs_on_the_cpu(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_suite.py"), "--device", "cpu",
+                           "--compile", "default,reduce-overhead", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "'reduce-overhead'" in done.stderr and "needs --device cuda" in done.stderr
+    assert not list(tmp_path.iterdir())

@@ -79,7 +79,7 @@ def test_sweep_fills_the_grid_then_resumes(tiny, tmp_path):
                                                                   "--dry-run").output
 
 
-def test_failed_run_is_reported_while_others_complete(tiny, tmp_path):
+def test_failed_run_is_reported_while_others_complete_compiled(tiny, tmp_path):
     broken = _dataset(tmp_path, 2)
     rgb = np.load(broken / "rgb.npy", mmap_mode="r+")
     rgb[0] = 255 - rgb[0]  # a damaged file: the run's checksum verification fails
@@ -87,12 +87,14 @@ def test_failed_run_is_reported_while_others_complete(tiny, tmp_path):
     del rgb
     grid = _grid_file(tmp_path, methods=["kd"], seeds=[3], datasets=[str(tiny), str(broken)])
     out = tmp_path / "results"
-    res = _sweep("--grid", grid, "--out", out, "--workers", 2, "--device", "cpu", "--retries", 0, "--quiet")
+    res = _sweep("--grid", grid, "--out", out, "--workers", 2, "--device", "cpu", "--retries", 0, "--quiet",
+                 "--compile", "default")
     assert res.exit_code == 1
     assert "1 run(s) done, 0 already done, 1 failed" in res.output
     assert "FAILED ds2: resnet18→resnet18 kd seed 3" in res.output and "rgb.npy" in res.output
     [result] = load_run_results([out])
     assert result["dataset"]["name"] and result["seed"] == 3
+    assert result["timing"]["compile"] == "default"  # --compile reached the run on its worker
 
 
 def test_paper_grid_is_the_papers():
