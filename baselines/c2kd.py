@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ackd_bench.baselines.kd import kd_loss
-from ackd_bench.benchmark.method import Batch, DataInfo, Method, class_logits, register_method
+from ackd_bench.benchmark.method import Batch, DataInfo, Method, at_least_fp32, class_logits, register_method
 from ackd_bench.benchmark.models import Classifier
 
 
@@ -68,8 +68,9 @@ def non_target_kl(logits_s: Tensor, logits_t: Tensor, target: Tensor, *, tempera
         temperature: softmax temperature (C²KD uses 1).
 
     Returns:
-        (B,) KL per sample.
+        (B,) KL per sample (in at least float32, whatever the logits' dtype).
     """
+    logits_s, logits_t = at_least_fp32(logits_s, logits_t)
     push = 1000.0 * F.one_hot(target, logits_s.shape[1])
     log_p_s = F.log_softmax(logits_s / temperature - push, dim=1)
     log_p_t = F.log_softmax(logits_t / temperature - push, dim=1)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ackd_bench.benchmark.method import Batch, DataInfo, Method, register_method
+from ackd_bench.benchmark.method import Batch, DataInfo, Method, at_least_fp32, register_method
 from ackd_bench.benchmark.models import Classifier
 
 # mdistiller masks the target logit with −1000 (after dividing by T) to remove it from the softmax.
@@ -42,8 +42,9 @@ def dkd_parts(logits_s: Tensor, logits_t: Tensor, target: Tensor, *, temperature
         temperature: T > 0.
 
     Returns:
-        (tckd, nckd), two 0-d tensors.
+        (tckd, nckd), two 0-d tensors (in at least float32, whatever the logits' dtype).
     """
+    logits_s, logits_t = at_least_fp32(logits_s, logits_t)
     t2 = temperature**2
     target_mask = F.one_hot(target, logits_s.shape[1]).bool()
     z_s, z_t = logits_s / temperature, logits_t / temperature

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor
 
-from ackd_bench.benchmark.method import Batch, Method, register_method
+from ackd_bench.benchmark.method import Batch, Method, at_least_fp32, register_method
 
 
 def kd_loss(logits_s: Tensor, logits_t: Tensor, *, temperature: float | Tensor) -> Tensor:
@@ -22,8 +22,9 @@ def kd_loss(logits_s: Tensor, logits_t: Tensor, *, temperature: float | Tensor) 
         temperature: T > 0, a float or a 0-d tensor (a learnable temperature keeps its gradient).
 
     Returns:
-        0-d tensor.
+        0-d tensor in at least float32, whatever the logits' dtype (e.g. bf16 under autocast).
     """
+    logits_s, logits_t = at_least_fp32(logits_s, logits_t)
     log_p_s = F.log_softmax(logits_s / temperature, dim=1)
     log_p_t = F.log_softmax(logits_t / temperature, dim=1)
     kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1).mean()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor
 
-from ackd_bench.benchmark.method import Batch, Method, register_method
+from ackd_bench.benchmark.method import Batch, Method, at_least_fp32, register_method
 
 
 def logit_regression_loss(logits_s: Tensor, logits_t: Tensor) -> Tensor:
@@ -21,8 +21,9 @@ def logit_regression_loss(logits_s: Tensor, logits_t: Tensor) -> Tensor:
         logits_t: (B, K) teacher logits.
 
     Returns:
-        0-d tensor.
+        0-d tensor in at least float32, whatever the logits' dtype.
     """
+    logits_s, logits_t = at_least_fp32(logits_s, logits_t)
     return 0.5 * (logits_s - logits_t).pow(2).sum(dim=1).mean()
 
 

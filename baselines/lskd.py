@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ackd_bench.baselines.kd import kd_loss
-from ackd_bench.benchmark.method import Batch, Method, register_method
+from ackd_bench.benchmark.method import Batch, Method, at_least_fp32, register_method
 
 
 def standardize_logits(logits: Tensor, *, eps: float = 1e-7) -> Tensor:
@@ -38,9 +38,10 @@ def lskd_loss(logits_s: Tensor, logits_t: Tensor, *, temperature: float, eps: fl
         temperature: the base temperature.
 
     Returns:
-        0-d tensor.
+        0-d tensor in at least float32.
     """
-    return kd_loss(standardize_logits(logits_s, eps=eps), standardize_logits(logits_t, eps=eps),
+    # standardised in at least float32 (under bf16 autocast, a bf16 standard deviation loses digits)
+    return kd_loss(*(standardize_logits(z, eps=eps) for z in at_least_fp32(logits_s, logits_t)),
                    temperature=temperature)
 
 
