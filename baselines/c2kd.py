@@ -32,8 +32,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ackd_bench.baselines.kd import kd_loss
-from ackd_bench.benchmark.method import Batch, DataInfo, Method, at_least_fp32, class_logits, register_method
+from ackd_bench.benchmark.method import Batch, DataInfo, Method, class_logits, register_method
 from ackd_bench.benchmark.models import Classifier
+from ackd_bench.benchmark.precision import float32_loss
 
 
 def kendall_tau(a: Tensor, b: Tensor) -> Tensor:
@@ -58,6 +59,7 @@ def kendall_tau(a: Tensor, b: Tensor) -> Tensor:
     return concord / untied.sqrt()
 
 
+@float32_loss
 def non_target_kl(logits_s: Tensor, logits_t: Tensor, target: Tensor, *, temperature: float = 1.0) -> Tensor:
     """Per-sample KL(p̂_t ‖ p̂_s) over the K − 1 non-target classes (target logit masked with −1000).
 
@@ -70,7 +72,6 @@ def non_target_kl(logits_s: Tensor, logits_t: Tensor, target: Tensor, *, tempera
     Returns:
         (B,) KL per sample (in at least float32, whatever the logits' dtype).
     """
-    logits_s, logits_t = at_least_fp32(logits_s, logits_t)
     push = 1000.0 * F.one_hot(target, logits_s.shape[1])
     log_p_s = F.log_softmax(logits_s / temperature - push, dim=1)
     log_p_t = F.log_softmax(logits_t / temperature - push, dim=1)

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from ackd_bench.baselines.rkd import off_diagonal_mean, pairwise_distances, rkd_angle_loss, rkd_distance_loss
 from ackd_bench.benchmark.method import Batch, DataInfo, Method, register_method
 from ackd_bench.benchmark.models import Classifier
+from ackd_bench.benchmark.precision import float32_loss
 
 # hyptorch's projection keeps points at least this fraction inside the ball's radius 1/√c.
 _BALL_MARGIN = 1e-3
@@ -106,6 +107,7 @@ def poincare_distance_matrix(x: Tensor, y: Tensor | None = None, *, c: float, ep
     return dist
 
 
+@float32_loss
 def geodesic_relation_loss(emb_s: Tensor, emb_t: Tensor, *, c: float) -> Tensor:
     """RKDG's hyperbolic term: Smooth-L1 between mean-normalised geodesic distance matrices (B ≥ 2)."""
     if len(emb_s) < 2:
@@ -137,6 +139,7 @@ def relation_matrix(a: Tensor, b: Tensor | None, kind: str, *, c: float) -> Tens
     raise ValueError(f"unknown relation {kind!r}; use euclidean, cosine or geodesic")
 
 
+@float32_loss
 def cross_agent_loss(emb_s: Tensor, emb_t: Tensor, kind: str, *, c: float, w_st2ss: float,
                      w_tt2st: float) -> Tensor:
     """DistilVPR cross-agent term for one relation R (official ``compute_crosslogit*_loss``).

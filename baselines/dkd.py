@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ackd_bench.benchmark.method import Batch, DataInfo, Method, at_least_fp32, register_method
+from ackd_bench.benchmark.method import Batch, DataInfo, Method, register_method
 from ackd_bench.benchmark.models import Classifier
+from ackd_bench.benchmark.precision import float32_loss
 
 # mdistiller masks the target logit with −1000 (after dividing by T) to remove it from the softmax.
 _TARGET_MASK = 1000.0
@@ -28,6 +29,7 @@ def _kl(log_p_t: Tensor, log_p_s: Tensor) -> Tensor:
     return (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1).mean()
 
 
+@float32_loss
 def dkd_parts(logits_s: Tensor, logits_t: Tensor, target: Tensor, *, temperature: float) -> tuple[Tensor, Tensor]:
     """TCKD and NCKD of Zhao et al. (2022) Eq. 7, each ×T² and averaged over the batch.
 
@@ -44,7 +46,6 @@ def dkd_parts(logits_s: Tensor, logits_t: Tensor, target: Tensor, *, temperature
     Returns:
         (tckd, nckd), two 0-d tensors (in at least float32, whatever the logits' dtype).
     """
-    logits_s, logits_t = at_least_fp32(logits_s, logits_t)
     t2 = temperature**2
     target_mask = F.one_hot(target, logits_s.shape[1]).bool()
     z_s, z_t = logits_s / temperature, logits_t / temperature

@@ -7,9 +7,11 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor
 
-from ackd_bench.benchmark.method import Batch, Method, at_least_fp32, register_method
+from ackd_bench.benchmark.method import Batch, Method, register_method
+from ackd_bench.benchmark.precision import float32_loss
 
 
+@float32_loss
 def kd_loss(logits_s: Tensor, logits_t: Tensor, *, temperature: float | Tensor) -> Tensor:
     """Hinton et al. (2015) §2: KL(softmax(z_t/T) ‖ softmax(z_s/T)) · T², summed over classes, batch mean.
 
@@ -24,7 +26,6 @@ def kd_loss(logits_s: Tensor, logits_t: Tensor, *, temperature: float | Tensor) 
     Returns:
         0-d tensor in at least float32, whatever the logits' dtype (e.g. bf16 under autocast).
     """
-    logits_s, logits_t = at_least_fp32(logits_s, logits_t)
     log_p_s = F.log_softmax(logits_s / temperature, dim=1)
     log_p_t = F.log_softmax(logits_t / temperature, dim=1)
     kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1).mean()

@@ -7,9 +7,11 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor
 
-from ackd_bench.benchmark.method import Batch, Method, at_least_fp32, register_method
+from ackd_bench.benchmark.method import Batch, Method, register_method
+from ackd_bench.benchmark.precision import float32_loss
 
 
+@float32_loss
 def logit_regression_loss(logits_s: Tensor, logits_t: Tensor) -> Tensor:
     """Ba & Caruana (2014) §2.1 mimic objective: ``1/(2B) Σ_b ‖z_s,b − z_t,b‖²``.
 
@@ -23,7 +25,6 @@ def logit_regression_loss(logits_s: Tensor, logits_t: Tensor) -> Tensor:
     Returns:
         0-d tensor in at least float32, whatever the logits' dtype.
     """
-    logits_s, logits_t = at_least_fp32(logits_s, logits_t)
     return 0.5 * (logits_s - logits_t).pow(2).sum(dim=1).mean()
 
 

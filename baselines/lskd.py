@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ackd_bench.baselines.kd import kd_loss
-from ackd_bench.benchmark.method import Batch, Method, at_least_fp32, register_method
+from ackd_bench.benchmark.method import Batch, Method, register_method
+from ackd_bench.benchmark.precision import float32_loss
 
 
 def standardize_logits(logits: Tensor, *, eps: float = 1e-7) -> Tensor:
@@ -29,6 +30,7 @@ def standardize_logits(logits: Tensor, *, eps: float = 1e-7) -> Tensor:
     return (logits - mean) / (std + eps)
 
 
+@float32_loss
 def lskd_loss(logits_s: Tensor, logits_t: Tensor, *, temperature: float, eps: float = 1e-7) -> Tensor:
     """KD (T²-scaled KL, see :func:`kd_loss`) between standardised student and teacher logits.
 
@@ -40,8 +42,8 @@ def lskd_loss(logits_s: Tensor, logits_t: Tensor, *, temperature: float, eps: fl
     Returns:
         0-d tensor in at least float32.
     """
-    # standardised in at least float32 (under bf16 autocast, a bf16 standard deviation loses digits)
-    return kd_loss(*(standardize_logits(z, eps=eps) for z in at_least_fp32(logits_s, logits_t)),
+    # standardised in at least float32 (@float32_loss): a bf16 standard deviation loses digits
+    return kd_loss(standardize_logits(logits_s, eps=eps), standardize_logits(logits_t, eps=eps),
                    temperature=temperature)
 
 

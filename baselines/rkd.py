@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ackd_bench.benchmark.method import Batch, Method, register_method
+from ackd_bench.benchmark.precision import float32_loss
 
 
 def pairwise_distances(a: Tensor, b: Tensor | None = None, *, eps: float = 1e-12) -> Tensor:
@@ -40,6 +41,7 @@ def off_diagonal_mean(m: Tensor) -> Tensor:
     return m[keep].mean()
 
 
+@float32_loss
 def rkd_distance_loss(feat_s: Tensor, feat_t: Tensor, *, eps: float = 1e-12) -> Tensor:
     """Park et al. (2019) Eq. 4–5: distance-wise loss.
 
@@ -67,6 +69,7 @@ def triplet_angles(feat: Tensor) -> Tensor:
     return torch.bmm(unit, unit.transpose(1, 2))
 
 
+@float32_loss
 def rkd_angle_loss(feat_s: Tensor, feat_t: Tensor) -> Tensor:
     """Park et al. (2019) Eq. 6–7: angle-wise loss, Smooth-L1 between all B³ triplet cosines.
 

@@ -96,15 +96,6 @@ def class_logits(logits: Tensor, multilabel: bool) -> Tensor:
     return F.logsigmoid(logits) if multilabel else logits
 
 
-def at_least_fp32(*tensors: Tensor) -> tuple[Tensor, ...]:
-    """The tensors with float16/bfloat16 ones cast to float32 (others as they are, float64 included).
-
-    Loss functions start with this so that softmax, KL and distances keep their digits under bf16
-    autocast on every device (CUDA's autocast does so for softmax and KL; the CPU's does not).
-    """
-    return tuple(t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in tensors)
-
-
 #: ``torch.compile`` modes of the student's training forward (:meth:`Method.compile_student`).
 COMPILE_MODES = ("off", "default", "reduce-overhead")
 

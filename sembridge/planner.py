@@ -8,14 +8,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ackd_bench.benchmark.precision import float32_loss
 
+
+@float32_loss
 def coral_loss(a: Tensor, b: Tensor) -> Tensor:
     """Deep CORAL (Sun & Saenko 2016, eq. 1): ‖Cov(a) − Cov(b)‖²_F / (4 d²).
 
     Cov is the unbiased sample covariance, Xcᵀ Xc / (N − 1) with Xc the column-centred rows, so the
     loss estimates a quantity of the two distributions that does not depend on the batch size
     (the authors' code used the un-normalised scatter / (4 d³), which grows with (N − 1)²:
-    official-code-notes §4, §8 item 7). Computed in float32 at least, even under autocast.
+    official-code-notes §4, §8 item 7). Computed in float32 at least, even under autocast (@float32_loss).
 
     Args:
         a: (N, d) samples, N ≥ 2.
@@ -28,16 +31,13 @@ def coral_loss(a: Tensor, b: Tensor) -> Tensor:
         raise ValueError(f"coral_loss needs (N, d) and (M, d) inputs, got {tuple(a.shape)} and {tuple(b.shape)}")
     if a.shape[0] < 2 or b.shape[0] < 2:
         raise ValueError(f"coral_loss needs at least 2 rows per input, got {a.shape[0]} and {b.shape[0]}")
-    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
     d = a.shape[1]
 
     def cov(x: Tensor) -> Tensor:
-        x = x.to(dtype)
         xc = x - x.mean(0, keepdim=True)
         return xc.T @ xc / (x.shape[0] - 1)
 
-    with torch.autocast(a.device.type, enabled=False):
-        return (cov(a) - cov(b)).square().sum() / (4 * d * d)
+    return (cov(a) - cov(b)).square().sum() / (4 * d * d)
 
 
 def attention_plan(q: Tensor, k: Tensor) -> Tensor:
