@@ -85,10 +85,23 @@ def eurosat_like(n: dict[str, int], channels: int, px: int, device: torch.device
             x = spectra[part][:, :, None, None] * (0.7 + 0.6 * texture) + noise
             chunks.append((x.clamp(0, 1) * hi).round().to(torch.uint8 if channels == 3 else torch.int16))
         xs[split], ys[split] = torch.cat(chunks), y
-    train = xs["train"].double()
-    return ModalityData(x=xs, y=ys, mean=train.mean(dim=(0, 2, 3)).float(),
-                        std=train.std(dim=(0, 2, 3)).clamp_min(1e-6).float(), offset=0.0,
-                        modality="rgb" if channels == 3 else "ms")
+    mean, std = channel_stats(xs["train"])
+    return ModalityData(x=xs, y=ys, mean=mean, std=std, offset=0.0, modality="rgb" if channels == 3 else "ms")
+
+
+def channel_stats(x: torch.Tensor, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation of (N, C, h, w) chips, accumulated in float64 chunk by
+    chunk (a float64 copy of 27,000 MS chips would take 9 GB of the device)."""
+    total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    squares = torch.zeros_like(total)
+    for part in x.split(chunk):
+        part = part.double()
+        total += part.sum(dim=(0, 2, 3))
+        squares += part.square().sum(dim=(0, 2, 3))
+    n = x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / n
+    var = (squares - n * mean.square()) / (n - 1)
+    return mean.float(), var.clamp_min(0).sqrt().clamp_min(1e-6).float()
 
 
 def pure_step_s(method_name: str, rgb: ModalityData, ms: ModalityData, teacher: torch.nn.Module, args,

@@ -82,3 +82,18 @@ def test_gpu_suite_refuses_cuda_graphs_on_the_cpu(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "'reduce-overhead'" in done.stderr and "needs --device cuda" in done.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_gpu_suite_channel_statistics_match_torchs_over_uneven_chunks():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from gpu_suite import channel_stats
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    import torch
+
+    x = torch.randint(0, 10_000, (1000, 4, 8, 8), generator=torch.Generator().manual_seed(0)).to(torch.int16)
+    x[:, 2] //= 7  # channels with different spreads
+    mean, std = channel_stats(x, chunk=300)
+    torch.testing.assert_close(mean, x.double().mean(dim=(0, 2, 3)).float())
+    torch.testing.assert_close(std, x.double().std(dim=(0, 2, 3)).float())

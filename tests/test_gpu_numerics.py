@@ -1,9 +1,14 @@
-"""bf16 autocast (``--precision bf16``): every method trains under it, and its loss terms are float32.
+"""The GPU's numerics on the CPU: bf16 autocast (``--precision bf16``) and channels-last memory.
+
+bf16: every method trains under it, and its loss terms are float32.
 
 The networks run in bf16 under autocast; the distillation losses (softmax/KL, logit distances)
 are computed in float32 on every device, so they keep their digits: KL between near-equal
 distributions is a small difference of large numbers. Checked on the CPU's bf16 autocast (which,
 unlike CUDA's, leaves softmax and KL in bf16 unless the loss casts).
+
+Channels-last: ``fit`` converts the models and batches to it on CUDA; every method's losses are
+the same as in the default layout (a ``.view`` on a channels-last map would raise there first).
 """
 
 from __future__ import annotations
@@ -30,13 +35,18 @@ def data():
     return _modality(24, 3, PX, seed=0), _modality(30, 4, PX, seed=1, dtype=torch.int16)
 
 
-def _losses(name: str, data, precision: str) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
+def _losses(name: str, data, precision: str, channels_last: bool = False,
+            ) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
+    """The method's loss terms on one batch at epoch 2, set up as ``fit`` sets it up."""
     rgb, ms = data
     teacher = create_classifier(ARCH, 4, K, seed=1)
     method = create_method(name, student=create_classifier(ARCH, 3, K, seed=0), teacher=teacher, info=INFO,
                            **({"matcher_epochs": 1} if name.startswith("sembridge") else {}))
+    if channels_last:  # as fit() does on CUDA
+        method.to(memory_format=torch.channels_last)
+        teacher.to(memory_format=torch.channels_last)
     if method.uses_teacher:
-        method.use_teacher_gallery(build_gallery(teacher, ms, PX, precision))
+        method.use_teacher_gallery(build_gallery(teacher, ms, PX, precision, channels_last=channels_last))
     method.prepare(rgb, ms, CONTEXT)
     method.on_epoch_start(2, {"epochs": 4})  # past DKD's warm-up start, so every term is live
     partners = method.epoch_partners(2) if method.uses_teacher else None
@@ -44,7 +54,9 @@ def _losses(name: str, data, precision: str) -> tuple[dict[str, torch.Tensor], t
         partners = pair_same_class(rgb.y["train"], ms.y["train"], torch.Generator().manual_seed(0))
     idx = torch.arange(12)
     batch = make_batch(rgb, None, idx, partners[idx] if partners is not None else idx, student_px=PX, teacher_px=PX,
-                       epoch=2, progress=2.5)
+                       epoch=2, progress=2.5, channels_last=channels_last)
+    if channels_last:
+        assert batch.student_x.is_contiguous(memory_format=torch.channels_last)
     method.train()
     with _autocast(torch.device("cpu"), precision):
         terms = method.losses(batch)
@@ -66,6 +78,23 @@ def test_under_bf16_autocast_every_loss_term_is_float32_close_to_fp32_and_trains
     bad = [n for n, g in grads.items() if g is None or g.dtype != torch.float32 or not torch.isfinite(g).all()]
     assert not bad
     assert any(float(g.abs().max()) > 0 for g in grads.values())
+
+
+@pytest.mark.parametrize("name", [n for n in list_methods() if "+" not in n or n == "sembridge+dkd"])
+def test_every_method_gives_the_same_losses_and_gradients_in_channels_last(name, data, tmp_path, monkeypatch):
+    monkeypatch.setenv("ACKD_BENCH_CACHE", str(tmp_path))
+    plain, plain_method = _losses(name, data, "fp32")
+    nhwc, method = _losses(name, data, "fp32", channels_last=True)
+    assert method.student.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert set(nhwc) == set(plain)
+    for term, value in nhwc.items():
+        assert float(value.detach()) == pytest.approx(float(plain[term].detach()), rel=1e-4, abs=1e-6), term
+    sum(nhwc.values()).backward()
+    sum(plain.values()).backward()
+    grads = dict(plain_method.named_parameters())
+    for n, p in method.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, grads[n].grad, rtol=1e-3, atol=1e-5, msg=n)
 
 
 def _loss_functions():
