@@ -69,20 +69,30 @@ class FitResult:
 
 
 @torch.no_grad()
-def evaluate(method: Method, data: ModalityData, split: str, px: int, batch_size: int = 512) -> dict[str, Any]:
-    """Metrics of the method's student on one split (no augmentation)."""
-    return classification_metrics(data.y[split].cpu().numpy(), predict_split(method, data, split, px, batch_size),
+def evaluate(method: Method, data: ModalityData, split: str, px: int, batch_size: int = 512, *,
+             precision: str = "fp32", channels_last: bool = False) -> dict[str, Any]:
+    """Metrics of the method's student on one split (no augmentation); arguments as :func:`predict_split`."""
+    return classification_metrics(data.y[split].cpu().numpy(),
+                                  predict_split(method, data, split, px, batch_size, precision=precision,
+                                                channels_last=channels_last),
                                   method.info.n_classes)
 
 
 @torch.no_grad()
-def predict_split(method: Method, data: ModalityData, split: str, px: int, batch_size: int = 512) -> np.ndarray:
-    """The student's predicted class of every chip of ``split``, in row order (no augmentation)."""
+def predict_split(method: Method, data: ModalityData, split: str, px: int, batch_size: int = 512, *,
+                  precision: str = "fp32", channels_last: bool = False) -> np.ndarray:
+    """The student's predicted class of every chip of ``split``, in row order (no augmentation).
+
+    Args:
+        precision: ``bf16`` evaluates under bf16 autocast, as the run trained.
+        channels_last: batches in channels-last memory, as ``fit`` makes them on CUDA.
+    """
     method.eval()
     preds = []
     n = data.y[split].shape[0]
-    for idx in torch.arange(n, device=data.y[split].device).split(batch_size):
-        preds.append(method.predict(data.batch(split, idx, px=px)).argmax(1))
+    with _autocast(data.y[split].device, precision):
+        for idx in torch.arange(n, device=data.y[split].device).split(batch_size):
+            preds.append(method.predict(data.batch(split, idx, px=px, channels_last=channels_last)).argmax(1))
     return torch.cat(preds).cpu().numpy()
 
 
@@ -125,6 +135,7 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
         if method.teacher is not None:
             method.teacher.to(memory_format=torch.channels_last)
     method.compile_student(compile_mode)
+    eval_kw = {"precision": profile.precision, "channels_last": on_gpu}  # evaluated as trained
     gallery = None
     if method.uses_teacher and teacher_data is not None and teacher_cache:
         gallery = build_gallery(method.teacher, teacher_data, teacher_px, profile.precision, channels_last=on_gpu)
@@ -175,7 +186,7 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
             if batches:
                 step_times.append(train_s / len(batches))
             sums = watch.result(f"{desc}: epoch {epoch}")  # the epoch's one read-back; raises on NaN/inf
-            val = evaluate(method, student_data, "val", student_px)
+            val = evaluate(method, student_data, "val", student_px, **eval_kw)
             record = {"epoch": epoch, "val_oa": val["oa"], **{k: v / max(len(batches), 1) for k, v in sums.items()},
                       **{k: float(v) for k, v in stats.items()}}
             if val["oa"] > state["best_oa"]:
@@ -195,8 +206,8 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
     if state["best"] is None:
         raise TrainingError(f"{desc}: no epoch was trained (epochs={epochs})")
     method.student.load_state_dict(state["best"])
-    val = evaluate(method, student_data, "val", student_px)
-    predicted = predict_split(method, student_data, "test", student_px)  # once, at the selected epoch
+    val = evaluate(method, student_data, "val", student_px, **eval_kw)
+    predicted = predict_split(method, student_data, "test", student_px, **eval_kw)  # once, at the selected epoch
     test = classification_metrics(student_data.y["test"].cpu().numpy(), predicted, method.info.n_classes)
     # Per-epoch mean step times; the first epoch includes allocator and cuDNN warm-up.
     warm = step_times[1:] or step_times or [0.0]

@@ -138,3 +138,24 @@ def test_loss_functions_compute_in_float32_under_bf16_autocast(name):
     assert float(same) == pytest.approx(float(exact), rel=1e-4, abs=1e-6)
     low.backward()
     assert leaf.grad is not None and leaf.grad.dtype == torch.bfloat16 and torch.isfinite(leaf.grad).all()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_run_is_validated_and_tested_in_the_precision_it_trained_in(precision, data):
+    from ackd_bench.benchmark.protocol import get_profile
+    from ackd_bench.benchmark.train import fit
+
+    rgb, ms = data
+    method = create_method("student-only", student=create_classifier(ARCH, 3, K, seed=0), teacher=None, info=INFO)
+    seen = []
+    predict = method.predict
+
+    def spy(x):
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return predict(x)
+
+    method.predict = spy
+    profile = get_profile("smoke", batch_size=12, epochs=1, precision=precision)
+    result = fit(method, rgb, ms, profile, seed=0, student_px=PX, teacher_px=PX, epochs=1, progress=False)
+    assert len(seen) == 3 and set(seen) == {precision == "bf16"}  # val after the epoch, val and test at the end
+    assert 0 <= result.test["oa"] <= 1
