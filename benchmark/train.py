@@ -343,8 +343,10 @@ class _CheckpointWriter:
         self._pending: Future | None = None
 
     def submit(self, path: Path, method: nn.Module, opt, gen: torch.Generator, state: dict) -> None:
+        # state["best"] holds host copies that are replaced, never changed in place: shared, not copied again
         payload = _to_host({"method": method.state_dict(), "optimizer": opt.state_dict(), "rng": gen.get_state(),
-                            "torch_rng": torch.get_rng_state(), "state": state})
+                            "torch_rng": torch.get_rng_state(), "state": {k: v for k, v in state.items() if k != "best"}})
+        payload["state"]["best"] = state["best"]
         self._wait()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
