@@ -228,7 +228,7 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
               help="bf16 autocast for forward passes and losses. [default: the profile's, fp32]")
 @click.option("--compile", "compile_mode", type=click.Choice(["off", "default", "reduce-overhead"]), default="off",
               show_default=True, help="torch.compile the training forward passes (reduce-overhead: also CUDA "
-              "graphs, CUDA only). Pays on long GPU runs; see benchmarks/gpu_suite.py.")
+              "graphs, CUDA only). Costs tens of seconds up front; benchmarks/gpu_suite.py measures whether it pays.")
 @click.option("--out", "out", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
               help="Folder for RunResult JSON files.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last epoch checkpoint.")
@@ -350,7 +350,7 @@ def table_cmd(paths, fmt, metric, out, plot) -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N] (on the workers).")
 @click.option("--compile", "compile_mode", type=click.Choice(["off", "default", "reduce-overhead"]), default="off",
               show_default=True, help="torch.compile the training forward passes (reduce-overhead: also CUDA "
-              "graphs, CUDA only). Pays on long GPU runs; see benchmarks/gpu_suite.py.")
+              "graphs, CUDA only). Costs tens of seconds up front; benchmarks/gpu_suite.py measures whether it pays.")
 @click.option("--gpus-per-run", type=click.IntRange(min=0), default=0, show_default=True,
               help="Ask dask for this many 'GPU' resources per run (workers need --resources GPU=N).")
 @click.option("--retries", type=click.IntRange(min=0), default=1, show_default=True, help="Retries of a failing run.")
