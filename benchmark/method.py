@@ -225,8 +225,10 @@ class Method(nn.Module):
         """Hook called once before training (and before a checkpoint is restored).
 
         Methods that choose their own teacher partners (SemBridge's matching) build their state
-        here. ``ctx`` holds ``seed``, ``epochs``, ``student_px``, ``teacher_px``, ``progress``
-        and whatever the runner knows about the dataset (``fingerprint``, ``teacher_bands``).
+        here. ``ctx`` holds ``seed``, ``epochs``, ``student_px``, ``teacher_px``, ``progress``,
+        ``precision`` and ``channels_last`` (how the run computes: networks the method trains or
+        runs should do the same) and whatever the runner knows about the dataset
+        (``fingerprint``, ``teacher_bands``).
         Buffers created here are part of the checkpoint, so they must be registered before it loads.
         """
 

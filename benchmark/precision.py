@@ -38,5 +38,11 @@ def float32_loss(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def autocast(device: torch.device | str, precision: str):
+    """bf16 autocast on ``device`` when ``precision`` is ``bf16``; a no-op context for ``fp32``."""
+    kind = device if isinstance(device, str) else device.type
+    return torch.autocast(device_type=kind, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def _up(value: Any) -> Any:
     return value.float() if isinstance(value, Tensor) and value.dtype in _LOW else value

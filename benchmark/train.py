@@ -21,6 +21,7 @@ from ackd_bench.benchmark.gallery import build_gallery
 from ackd_bench.benchmark.errors import AckdBenchError
 from ackd_bench.benchmark.method import Batch, DataInfo, Method, NoConfig
 from ackd_bench.benchmark.models import Classifier
+from ackd_bench.benchmark.precision import autocast
 from ackd_bench.benchmark.protocol import Profile, classification_metrics
 
 
@@ -90,7 +91,7 @@ def predict_split(method: Method, data: ModalityData, split: str, px: int, batch
     method.eval()
     preds = []
     n = data.y[split].shape[0]
-    with _autocast(data.y[split].device, precision):
+    with autocast(data.y[split].device, precision):
         for idx in torch.arange(n, device=data.y[split].device).split(batch_size):
             preds.append(method.predict(data.batch(split, idx, px=px, channels_last=channels_last)).argmax(1))
     return torch.cat(preds).cpu().numpy()
@@ -141,7 +142,8 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
         gallery = build_gallery(method.teacher, teacher_data, teacher_px, profile.precision, channels_last=on_gpu)
     method.use_teacher_gallery(gallery)
     method.prepare(student_data, teacher_data, {"seed": seed, "epochs": epochs, "student_px": student_px,
-                                                "teacher_px": teacher_px, "progress": progress, **(context or {})})
+                                                "teacher_px": teacher_px, "progress": progress, **eval_kw,
+                                                **(context or {})})
     params = [p for p in method.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=profile.lr, fused=on_gpu)
     state = {"epoch": 0, "best_oa": -1.0, "best_epoch": -1, "best": None, "history": []}
@@ -307,7 +309,7 @@ def train_step(method: Method, opt: torch.optim.Optimizer, batch: Batch, precisi
     """
     if method.compile_mode == "reduce-overhead":
         torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs may be reused
-    with _autocast(batch.student_x.device, precision):
+    with autocast(batch.student_x.device, precision):
         terms = method.losses(batch)
     total = sum(terms.values())
     if check and not torch.isfinite(total):
@@ -325,9 +327,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _autocast(device: torch.device, precision: str):
-    """bf16 autocast (mixed precision) when asked for; a no-op context for fp32."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 class _CheckpointWriter:

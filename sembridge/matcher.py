@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from ackd_bench.benchmark.data import ModalityData
 from ackd_bench.benchmark.dataset_files import atomic_write_text, cache_root, sha256_file
 from ackd_bench.benchmark.models import create_classifier
+from ackd_bench.benchmark.precision import autocast, float32_loss
 from torch import Tensor, nn
 
 
@@ -62,6 +63,7 @@ class MatcherConfig:
     augment: bool = True
 
 
+@float32_loss
 def info_nce(z_a: Tensor, z_b: Tensor, temperature: float) -> Tensor:
     """Symmetric InfoNCE (CLIP): ½ [CE(z_a z_bᵀ/τ, diag) + CE(z_b z_aᵀ/τ, diag)].
 
@@ -163,14 +165,21 @@ class Matcher(nn.Module):
         return self.rgb(x)
 
 
+def _layout(x: Tensor, channels_last: bool) -> Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
 @torch.no_grad()
 def evaluate_matcher(matcher: Matcher, ms: ModalityData, rgb: ModalityData, ms_band_index: tuple[int, int, int],
-                     split: str, *, px: int, temperature: float, batch: int = 64) -> tuple[float, float]:
+                     split: str, *, px: int, temperature: float, batch: int = 64, precision: str = "fp32",
+                     channels_last: bool = False) -> tuple[float, float]:
     """Held-out contrastive metrics on an MS split: (top-1 MS→pseudo-RGB retrieval accuracy, InfoNCE).
 
     Retrieval: each MS chip's embedding is compared with the pseudo-RGB embeddings of *every* chip of
     the split; a hit when its own pseudo-RGB is the most similar (chance: 1/N). InfoNCE is averaged
     over consecutive batches of `batch` chips (the training loss's scale), batches of one skipped.
+    The encoders run as `train_matcher` trained them (`precision`, `channels_last`); similarities
+    and losses are float32.
     """
     was_training = matcher.training
     matcher.eval()
@@ -179,8 +188,9 @@ def evaluate_matcher(matcher: Matcher, ms: ModalityData, rgb: ModalityData, ms_b
     za, zb = [], []
     for rows in torch.arange(n, device=device).split(256):
         x = ms.batch(split, rows, px=px)
-        za.append(matcher.embed_ms(x))
-        zb.append(matcher.embed_rgb(_to_rgb_radiometry(x, ms, rgb, ms_band_index)))
+        with autocast(device, precision):
+            za.append(matcher.embed_ms(_layout(x, channels_last)).float())
+            zb.append(matcher.embed_rgb(_layout(_to_rgb_radiometry(x, ms, rgb, ms_band_index), channels_last)).float())
     a, b = torch.cat(za), torch.cat(zb)
     hits = 0
     for rows in torch.arange(n, device=device).split(1024):
@@ -192,13 +202,15 @@ def evaluate_matcher(matcher: Matcher, ms: ModalityData, rgb: ModalityData, ms_b
 
 
 def train_matcher(ms: ModalityData, rgb: ModalityData, ms_band_index: tuple[int, int, int], cfg: MatcherConfig,
-                  *, seed: int, px: int = 64, progress: bool = False) -> tuple[Matcher, dict]:
+                  *, seed: int, px: int = 64, progress: bool = False, precision: str = "fp32",
+                  channels_last: bool = False) -> tuple[Matcher, dict]:
     """Train the SSM matcher on the MS training split; keep the epoch with the best validation retrieval.
 
     Pairs are (MS chip, its own pseudo-RGB), so neither real RGB chips nor labels are used. After
     every epoch the MS validation split is scored by `evaluate_matcher`; the epoch with the highest
     top-1 retrieval (ties: lower val InfoNCE, then the earlier epoch) is selected and its weights are
-    restored before returning.
+    restored before returning. ``precision`` (``bf16``: encoders under bf16 autocast, InfoNCE in
+    float32) and ``channels_last`` are the student run's (``fit`` passes them on CUDA).
 
     Returns:
         The matcher in eval mode with the selected weights, and metrics: ``history`` (per epoch:
@@ -207,6 +219,8 @@ def train_matcher(ms: ModalityData, rgb: ModalityData, ms_band_index: tuple[int,
     """
     device = ms.y["train"].device
     matcher = Matcher(ms.channels, cfg, seed=seed).to(device)
+    if channels_last:
+        matcher.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(matcher.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     n = ms.x["train"].shape[0]
     steps_per_epoch = sum(1 for k in range(0, n, cfg.batch) if min(cfg.batch, n - k) > 1)
@@ -230,7 +244,9 @@ def train_matcher(ms: ModalityData, rgb: ModalityData, ms_band_index: tuple[int,
             x_ms = ms.batch("train", rows, px=px, augment=cfg.augment, generator=gen)
             x_rgb = pseudo_rgb(ms, rgb, "train", rows, px=px, ms_band_index=ms_band_index, generator=gen,
                                augment=cfg.augment)
-            loss = info_nce(matcher.embed_ms(x_ms), matcher.embed_rgb(x_rgb), cfg.temperature)
+            with autocast(device, precision):
+                loss = info_nce(matcher.embed_ms(_layout(x_ms, channels_last)),
+                                matcher.embed_rgb(_layout(x_rgb, channels_last)), cfg.temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -239,7 +255,8 @@ def train_matcher(ms: ModalityData, rgb: ModalityData, ms_band_index: tuple[int,
             seen += rows.numel()
         total = float(total)
         top1, val_loss = evaluate_matcher(matcher, ms, rgb, ms_band_index, "val", px=px,
-                                          temperature=cfg.temperature, batch=cfg.batch)
+                                          temperature=cfg.temperature, batch=cfg.batch, precision=precision,
+                                          channels_last=channels_last)
         history.append({"epoch": epoch, "train_loss": total / seen, "val_top1": top1, "val_loss": val_loss})
         if best is None or (top1, -val_loss) > best:  # strict: ties keep the earlier epoch
             best, selected = (top1, -val_loss), epoch
@@ -257,12 +274,14 @@ def train_matcher(ms: ModalityData, rgb: ModalityData, ms_band_index: tuple[int,
 
 
 def get_matcher(fingerprint: str, ms: ModalityData, rgb: ModalityData, ms_band_index: tuple[int, int, int],
-                cfg: MatcherConfig, *, seed: int, px: int = 64, progress: bool = False) -> tuple[Matcher, dict]:
+                cfg: MatcherConfig, *, seed: int, px: int = 64, progress: bool = False, precision: str = "fp32",
+                channels_last: bool = False) -> tuple[Matcher, dict]:
     """The matcher for this dataset, from the cache or trained by `train_matcher` and cached (as teachers are).
 
     Cached at ``$ACKD_BENCH_CACHE/matchers/<fingerprint[:16]>/<arch>__seed<s>__<key>.safetensors`` (+ ``.json``),
-    where ``key`` hashes the config, ``px``, the band indices and the MS training rows, so changing any
-    of them retrains.
+    where ``key`` hashes the config, ``px``, the band indices, the MS training rows and a
+    ``precision`` other than fp32, so changing any of them retrains (``channels_last`` is a memory
+    layout only and shares the entry).
 
     Raises:
         ValueError: the cached weights do not match their recorded sha256 or dataset fingerprint.
@@ -274,6 +293,8 @@ def get_matcher(fingerprint: str, ms: ModalityData, rgb: ModalityData, ms_band_i
     rows = hashlib.sha256("\n".join(map(str, ms.ids.get("train", []))).encode()).hexdigest()[:16]
     spec = {"config": asdict(cfg), "px": px, "ms_band_index": list(ms_band_index), "ms_channels": ms.channels,
             "ms_train_rows": int(ms.x["train"].shape[0]), "ms_train_ids_sha256": rows}
+    if precision != "fp32":  # fp32 keys stay those of matchers cached before precision was an option
+        spec["precision"] = precision
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
     weights = cache_root() / "matchers" / fingerprint[:16] / f"{cfg.arch}__seed{seed}__{key}.safetensors"
     meta_path = weights.with_suffix(".json")
@@ -283,8 +304,11 @@ def get_matcher(fingerprint: str, ms: ModalityData, rgb: ModalityData, ms_band_i
             raise ValueError(f"cached matcher {weights} does not match its metadata; delete it to retrain")
         matcher = Matcher(ms.channels, cfg).to(ms.y["train"].device)
         matcher.load_state_dict(load_file(weights, device=str(ms.y["train"].device)))
+        if channels_last:
+            matcher.to(memory_format=torch.channels_last)
         return matcher.eval(), meta
-    matcher, metrics = train_matcher(ms, rgb, ms_band_index, cfg, seed=seed, px=px, progress=progress)
+    matcher, metrics = train_matcher(ms, rgb, ms_band_index, cfg, seed=seed, px=px, progress=progress,
+                                     precision=precision, channels_last=channels_last)
     weights.parent.mkdir(parents=True, exist_ok=True)
     tmp = weights.with_suffix(f".tmp-{os.getpid()}")
     save_file({k: v.detach().contiguous().cpu() for k, v in matcher.state_dict().items()}, str(tmp))
@@ -297,8 +321,10 @@ def get_matcher(fingerprint: str, ms: ModalityData, rgb: ModalityData, ms_band_i
 
 @torch.no_grad()
 def matcher_embeddings(matcher: Matcher, ms: ModalityData, rgb: ModalityData, ms_band_index: tuple[int, int, int],
-                       *, px: int = 64, batch: int = 256) -> tuple[Tensor, Tensor]:
-    """Embeddings of every MS training chip (M_V) and every real RGB training chip (M_G), in eval mode.
+                       *, px: int = 64, batch: int = 256, precision: str = "fp32",
+                       channels_last: bool = False) -> tuple[Tensor, Tensor]:
+    """Embeddings of every MS training chip (M_V) and every real RGB training chip (M_G), in eval mode,
+    computed as the matcher was trained (``precision``, ``channels_last``).
 
     `ms_band_index` is unused here (real RGB chips are embedded) and kept so all matcher entry
     points take the same arguments.
@@ -312,6 +338,8 @@ def matcher_embeddings(matcher: Matcher, ms: ModalityData, rgb: ModalityData, ms
     out = []
     for data, embed in ((ms, matcher.embed_ms), (rgb, matcher.embed_rgb)):
         rows = torch.arange(data.x["train"].shape[0], device=data.y["train"].device)
-        out.append(torch.cat([embed(data.batch("train", r, px=px)) for r in rows.split(batch)]))
+        with autocast(data.y["train"].device, precision):
+            out.append(torch.cat([embed(data.batch("train", r, px=px, channels_last=channels_last)).float()
+                                  for r in rows.split(batch)]))
     matcher.train(was_training)
     return out[0], out[1]

@@ -37,6 +37,7 @@ from ackd_bench.baselines.kd import KD
 from ackd_bench.benchmark.method import (Batch, DataInfo, Method, MethodError, class_logits, register_method,
                                          register_plugin)
 from ackd_bench.benchmark.models import Classifier
+from ackd_bench.benchmark.precision import autocast
 from ackd_bench.sembridge.matcher import MatcherConfig, get_matcher, matcher_embeddings
 from ackd_bench.sembridge.matching import (OFFICIAL_CURRICULA, changed_fraction, initial_match, rematch_epochs,
                                            rematch_students)
@@ -133,12 +134,16 @@ def rgb_band_index(bands: list[str] | tuple[str, ...]) -> tuple[int, int, int]:
 
 
 @torch.no_grad()
-def all_logits(model: Classifier, data: ModalityData, px: int, *, batch: int = 512) -> Tensor:
-    """Logits of every training chip of ``data`` (no augmentation, eval mode), float32, in row order."""
+def all_logits(model: Classifier, data: ModalityData, px: int, *, batch: int = 512, precision: str = "fp32",
+               channels_last: bool = False) -> Tensor:
+    """Logits of every training chip of ``data`` (no augmentation, eval mode), float32, in row order;
+    the network runs as the run computes (``precision``, ``channels_last``)."""
     was_training = model.training
     model.eval()
     rows = torch.arange(data.x["train"].shape[0], device=data.y["train"].device)
-    out = torch.cat([model(data.batch("train", r, px=px)).logits.float() for r in rows.split(batch)])
+    with autocast(data.y["train"].device, precision):
+        out = torch.cat([model(data.batch("train", r, px=px, channels_last=channels_last)).logits.float()
+                         for r in rows.split(batch)])
     model.train(was_training)
     return out
 
@@ -215,8 +220,9 @@ class SemBridge(Method):
         self._data, self._ctx = (student_data, teacher_data), dict(ctx)
         t0 = time.perf_counter()
         cached = self.teacher_gallery
+        run_as = {"precision": ctx.get("precision", "fp32"), "channels_last": bool(ctx.get("channels_last"))}
         teacher_logits = (cached.logits.float() if cached is not None
-                          else all_logits(self.teacher, teacher_data, ctx["teacher_px"]))
+                          else all_logits(self.teacher, teacher_data, ctx["teacher_px"], **run_as))
         self._gallery = class_logits(teacher_logits, self.info.teacher_multilabel)
         sets = teacher_data.sets["train"] if teacher_data.sets is not None else None
         y_s, y_t = student_data.y["train"], teacher_data.y["train"]
@@ -234,8 +240,10 @@ class SemBridge(Method):
             # keeps the student's run identical either way.
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 matcher, matcher_meta = get_matcher(fingerprint, teacher_data, student_data, bands, mcfg, seed=seed,
-                                                    px=ctx["teacher_px"], progress=bool(ctx.get("progress")))
-            ms_emb, rgb_emb = matcher_embeddings(matcher, teacher_data, student_data, bands, px=ctx["teacher_px"])
+                                                    px=ctx["teacher_px"], progress=bool(ctx.get("progress")),
+                                                    **run_as)
+            ms_emb, rgb_emb = matcher_embeddings(matcher, teacher_data, student_data, bands, px=ctx["teacher_px"],
+                                                 **run_as)
             del matcher
             self._matcher_space = (ms_emb, rgb_emb)
             start = initial_match(rgb_emb, y_s, ms_emb, y_t, teacher_sets=sets)
@@ -264,13 +272,16 @@ class SemBridge(Method):
             return None
         student_data, teacher_data = self._data
         t0 = time.perf_counter()
-        logits = all_logits(self.student, student_data, self._ctx["student_px"])
+        logits = all_logits(self.student, student_data, self._ctx["student_px"], **self._run_as())
         sets = teacher_data.sets["train"] if teacher_data.sets is not None else None
         new = rematch_students(logits, student_data.y["train"], self._gallery, teacher_data.y["train"],
                                temperature=self.opts.match_temperature, teacher_sets=sets)
         changed = changed_fraction(self.partner, new)
         self.partner.copy_(new)
         return {"rematch_changed": changed, "rematch_s": time.perf_counter() - t0}
+
+    def _run_as(self) -> dict[str, Any]:
+        return {"precision": self._ctx.get("precision", "fp32"), "channels_last": bool(self._ctx.get("channels_last"))}
 
     def epoch_partners(self, epoch: int) -> Tensor | None:
         return self.partner if self._data is not None else None
@@ -306,7 +317,8 @@ class SemBridge(Method):
         student_data, _ = self._data
         n, seed, T = self.opts.diagnostic_samples, int(self._ctx.get("seed", 0)), self.opts.match_temperature
         t0 = time.perf_counter()
-        p_s = torch.softmax(all_logits(self.student, student_data, self._ctx["student_px"]) / T, dim=1)
+        logits = all_logits(self.student, student_data, self._ctx["student_px"], **self._run_as())
+        p_s = torch.softmax(logits / T, dim=1)
         p_t = torch.softmax(self._gallery / T, dim=1)
         out: dict[str, Any] = {"probability_T": pairing_costs(p_t, p_s, pairings, samples=n, seed=seed)}
         if self._matcher_space is not None:

@@ -20,7 +20,8 @@ from ackd_bench.benchmark.data import pair_same_class
 from ackd_bench.benchmark.gallery import build_gallery
 from ackd_bench.benchmark.method import create_method, list_methods
 from ackd_bench.benchmark.models import create_classifier
-from ackd_bench.benchmark.train import _autocast, make_batch
+from ackd_bench.benchmark.precision import autocast
+from ackd_bench.benchmark.train import make_batch
 from tests.test_gallery import ARCH, INFO, K, _modality
 
 # 32 px: at 16 px resnet18's layer4 sees 1x1 maps, and PyTorch 2.14's CPU bf16 convolution backward
@@ -58,7 +59,7 @@ def _losses(name: str, data, precision: str, channels_last: bool = False,
     if channels_last:
         assert batch.student_x.is_contiguous(memory_format=torch.channels_last)
     method.train()
-    with _autocast(torch.device("cpu"), precision):
+    with autocast("cpu", precision):
         terms = method.losses(batch)
     return terms, method
 
@@ -159,3 +160,32 @@ def test_a_run_is_validated_and_tested_in_the_precision_it_trained_in(precision,
     result = fit(method, rgb, ms, profile, seed=0, student_px=PX, teacher_px=PX, epochs=1, progress=False)
     assert len(seen) == 3 and set(seen) == {precision == "bf16"}  # val after the epoch, val and test at the end
     assert 0 <= result.test["oa"] <= 1
+
+
+def test_sembridge_matches_and_rematches_in_the_runs_precision(data, tmp_path, monkeypatch):
+    """fit tells prepare how the run computes; SemBridge's matcher and its bulk forward passes follow."""
+    import ackd_bench.sembridge.method as sembridge
+    from ackd_bench.benchmark.protocol import get_profile
+    from ackd_bench.benchmark.train import fit
+
+    monkeypatch.setenv("ACKD_BENCH_CACHE", str(tmp_path))
+    calls = []
+    for name in ("all_logits", "get_matcher", "matcher_embeddings"):
+        original = getattr(sembridge, name)
+
+        def spy(*args, _name=name, _original=original, **kwargs):
+            calls.append((_name, kwargs.get("precision"), kwargs.get("channels_last")))
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(sembridge, name, spy)
+    rgb, ms = data
+    teacher = create_classifier(ARCH, 4, K, seed=1)
+    method = create_method("sembridge", student=create_classifier(ARCH, 3, K, seed=0), teacher=teacher, info=INFO,
+                           matcher_epochs=1, diagnostic_samples=8)
+    profile = get_profile("smoke", batch_size=12, epochs=4, precision="bf16")
+    fit(method, rgb, ms, profile, seed=0, student_px=PX, teacher_px=PX, epochs=4, progress=False,
+        context={k: CONTEXT[k] for k in ("fingerprint", "teacher_bands")})
+    names = [c[0] for c in calls]
+    assert {"get_matcher", "matcher_embeddings", "all_logits"} <= set(names)
+    assert method.rematch_at and names.count("all_logits") == 1 + len(method.rematch_at)  # diagnostic, re-matches
+    assert set(c[1:] for c in calls) == {("bf16", False)}  # the CPU: bf16 as asked, no channels-last

@@ -10,6 +10,7 @@ import pytest
 import torch
 from ackd_bench.benchmark.data import ModalityData
 from ackd_bench.sembridge.matcher import (
+    Matcher,
     MatcherConfig,
     evaluate_matcher,
     get_matcher,
@@ -209,3 +210,32 @@ def test_get_matcher_caches_by_fingerprint(tmp_path, monkeypatch):
     next((tmp_path / "matchers" / fp[:16]).glob("*.safetensors")).write_bytes(b"corrupt")
     with pytest.raises(ValueError, match="delete it to retrain"):
         get_matcher(fp, ms, rgb, BANDS, cfg, seed=0, px=16)
+
+
+def test_the_matcher_trains_and_embeds_in_the_runs_precision_and_layout(tmp_path, monkeypatch):
+    """On a GPU, fit passes bf16 and channels-last on: the matcher's encoders run so, its InfoNCE stays
+    float32, and a bf16 matcher is cached apart from an fp32 one."""
+    monkeypatch.setenv("ACKD_BENCH_CACHE", str(tmp_path))
+    ms, rgb = _pair(n={"train": 16, "val": 8, "test": 4}, px=32)
+    cfg = dataclasses.replace(TINY, epochs=1)
+    seen = []
+    embed = Matcher.embed_ms
+
+    def spy(self, x):
+        seen.append((torch.is_autocast_enabled("cpu"), x.is_contiguous(memory_format=torch.channels_last)))
+        return embed(self, x)
+
+    monkeypatch.setattr(Matcher, "embed_ms", spy)
+    fp = "cd" * 32
+    half, meta = get_matcher(fp, ms, rgb, BANDS, cfg, seed=0, px=32, precision="bf16", channels_last=True)
+    assert len(seen) >= 2 and set(seen) == {(True, True)}  # training steps and validation
+    assert meta["precision"] == "bf16" and all(np.isfinite(h["train_loss"]) for h in meta["history"])
+    seen.clear()
+    emb_ms, emb_rgb = matcher_embeddings(half, ms, rgb, BANDS, px=32, precision="bf16", channels_last=True)
+    assert set(seen) == {(True, True)}
+    assert emb_ms.dtype == emb_rgb.dtype == torch.float32
+    torch.testing.assert_close(emb_ms.norm(dim=1), torch.ones(16), rtol=2e-2, atol=0)
+    seen.clear()
+    _, meta32 = get_matcher(fp, ms, rgb, BANDS, cfg, seed=0, px=32)
+    assert set(seen) == {(False, False)} and "precision" not in meta32
+    assert len(list((tmp_path / "matchers" / fp[:16]).glob("*.safetensors"))) == 2  # two cache entries
