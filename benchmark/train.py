@@ -118,8 +118,8 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
     On a GPU nothing in an epoch waits for the device: the loss terms are summed and checked
     for NaN/inf on the device and read once, at the end of the epoch. ``compile_mode`` other than
     ``off`` runs the student's training forward through ``torch.compile``
-    (:meth:`Method.compile_student`); the compile time falls in the first epoch (and, once, in
-    the first short last batch).
+    (:meth:`Method.compile_student`); the compile time falls in the first epoch (once more at its
+    short last batch, if any).
 
     Raises:
         TrainingError: a loss term is NaN/inf (the first such step and its terms are named), or
@@ -327,8 +327,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-
-
 class _CheckpointWriter:
     """Writes checkpoints on a background thread so the training loop does not wait for the disk.
 
@@ -343,8 +341,9 @@ class _CheckpointWriter:
 
     def submit(self, path: Path, method: nn.Module, opt, gen: torch.Generator, state: dict) -> None:
         # state["best"] holds host copies that are replaced, never changed in place: shared, not copied again
+        rest = {k: v for k, v in state.items() if k != "best"}
         payload = _to_host({"method": method.state_dict(), "optimizer": opt.state_dict(), "rng": gen.get_state(),
-                            "torch_rng": torch.get_rng_state(), "state": {k: v for k, v in state.items() if k != "best"}})
+                            "torch_rng": torch.get_rng_state(), "state": rest})
         payload["state"]["best"] = state["best"]
         self._wait()
         if self._pool is None:

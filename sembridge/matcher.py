@@ -189,8 +189,9 @@ def evaluate_matcher(matcher: Matcher, ms: ModalityData, rgb: ModalityData, ms_b
     for rows in torch.arange(n, device=device).split(256):
         x = ms.batch(split, rows, px=px)
         with autocast(device, precision):
+            pseudo = _to_rgb_radiometry(x, ms, rgb, ms_band_index)
             za.append(matcher.embed_ms(_layout(x, channels_last)).float())
-            zb.append(matcher.embed_rgb(_layout(_to_rgb_radiometry(x, ms, rgb, ms_band_index), channels_last)).float())
+            zb.append(matcher.embed_rgb(_layout(pseudo, channels_last)).float())
     a, b = torch.cat(za), torch.cat(zb)
     hits = 0
     for rows in torch.arange(n, device=device).split(1024):
