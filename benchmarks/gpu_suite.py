@@ -181,8 +181,10 @@ def main() -> None:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         ap.error(f"--device {args.device}: this machine has no usable CUDA device; run on a GPU or pass --device cpu")
-    modes = ([] if args.compile in ("none", "off", "") else args.compile.split(",")) if args.compile is not None else (
-        ["default", "reduce-overhead"] if device.type == "cuda" else [])
+    if args.compile is None:  # the compiled step variants
+        modes = ["default", "reduce-overhead"] if device.type == "cuda" else []
+    else:
+        modes = [m for m in args.compile.split(",") if m not in ("none", "off", "")]
     for mode in [*modes, args.run_compile]:
         if mode not in COMPILE_MODES or (mode == "reduce-overhead" and device.type != "cuda"):
             ap.error(f"compile mode {mode!r}: use default{', reduce-overhead' if device.type == 'cuda' else ''} "

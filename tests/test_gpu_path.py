@@ -64,7 +64,8 @@ def test_gpu_suite_runs_without_the_geo_stack_and_its_record_adds_up(tmp_path):
         compiled["seconds"]["sembridge (attention)"] / compiled["seconds"]["student-only"])
     for name, seconds in compiled["seconds"].items():
         assert compiled["speedup_over_eager"][name] == pytest.approx(step["seconds"][name] / seconds)
-    assert compiled["compile_s"] > 10 * compiled["seconds"]["student-only"]  # the first step compiled
+    excess = [compiled["first_step_s"][n] - compiled["seconds"][n] for n in compiled["seconds"]]
+    assert compiled["compile_s"] == pytest.approx(max(excess)) and compiled["compile_s"] > 0  # the first step compiled
     run = record["run"]
     assert run["teacher_outputs"] == "cached" and run["epochs"] == 3
     assert 0 < run["prepare_s (matcher, gallery, matching)"] < run["total_s"]
