@@ -18,9 +18,13 @@ from ackd_bench.benchmark.train import Supervised, TrainingError, fit
 
 
 def teacher_paths(ds: Dataset, arch: str, seed: int, profile: Profile) -> tuple[Path, Path]:
-    """Where the cached teacher's weights (safetensors) and its metadata (JSON) live."""
+    """Where the cached teacher's weights (safetensors) and its metadata (JSON) live.
+
+    Keyed by dataset fingerprint, arch, seed and profile name, and by the precision when it is not
+    fp32 (a bf16-trained teacher is another teacher; fp32 paths are those of earlier versions).
+    """
     folder = cache_root() / "teachers" / ds.fingerprint[:16]
-    stem = f"{arch}__seed{seed}__{profile.name}"
+    stem = f"{arch}__seed{seed}__{profile.name}" + (f"__{profile.precision}" if profile.precision != "fp32" else "")
     return folder / f"{stem}.safetensors", folder / f"{stem}.json"
 
 
@@ -71,6 +75,7 @@ def get_teacher(ds: Dataset, ms: ModalityData, arch: str, seed: int, profile: Pr
     os.replace(tmp, weights)
     meta = {
         "arch": arch, "seed": seed, "profile": profile.name, "epochs": profile.teacher_epochs,
+        "precision": profile.precision,
         "loss": "bce" if ms.sets is not None else "ce",
         "dataset_fingerprint": ds.fingerprint, "checkpoint_sha256": sha256_file(weights),
         "selected_epoch": result.selected_epoch, "val_oa": result.val["oa"], "test_oa": result.test["oa"],

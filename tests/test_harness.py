@@ -141,6 +141,12 @@ def test_teacher_cached_and_checked_against_fingerprint(tiny, cache, tmp_path):
     fake.with_suffix(".json").write_text(json.dumps(other))
     with pytest.raises(TrainingError, match="fingerprint"):
         get_teacher(ds, ms, ARCH, 0, prof, checkpoint=fake, progress=False)
+    # A bf16 teacher is cached apart (32 px: the CPU's bf16 convolution backward misbehaves on 1x1 maps).
+    bf16 = get_profile("smoke", teacher_px=32, student_px=16, batch_size=8, precision="bf16")
+    _, meta_half = get_teacher(ds, ms, ARCH, 0, bf16, progress=False)
+    assert meta_half["precision"] == "bf16" and meta["precision"] == "fp32"
+    stems = sorted(p.stem for p in cache.rglob("*.safetensors"))
+    assert stems == [f"{ARCH}__seed0__smoke", f"{ARCH}__seed0__smoke__bf16"]
 
 
 def test_cuda_requested_without_cuda_is_an_error(monkeypatch):
