@@ -10,11 +10,11 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
-F = TypeVar("F", bound=Callable[..., Any])
+LossFn = TypeVar("LossFn", bound=Callable[..., Any])
 _LOW = (torch.float16, torch.bfloat16)
 
 
-def float32_loss(fn: F) -> F:
+def float32_loss(fn: LossFn) -> LossFn:
     """Decorate a loss function so that it computes in at least float32, even under autocast.
 
     Its float16/bfloat16 tensor arguments are cast to float32 (float64 stays float64) and autocast
