@@ -156,21 +156,43 @@ def test_student_only_never_builds_the_teacher():
 
 
 def test_ctkd_temperature_ascends_the_kd_loss():
-    """After one Adam step at λ = −1 the learned temperature makes the KD term larger, not smaller."""
-    _, _, method = _build("ctkd")
-    method.train()
+    """At λ = −1 the temperature gets minus the KD term's gradient, and one Adam step raises the term.
+
+    Computed in float64 at τ ≈ 1.95 (θ = −3), where the τ²-scaled KD term depends on τ: at the
+    initial θ = 1 (τ ≈ 15.6) it is nearly flat in τ (∂L/∂θ ≈ 1e-5), and float32 gets that
+    gradient's sign wrong on some CPUs. Here ∂L/∂θ ≈ 5e-4, ten orders above float64's rounding, and
+    the Adam step (θ moves by lr = 0.1) changes the term by ≈ 5e-5.
+    """
+    _, teacher, method = _build("ctkd")
+    teacher.double()
+    method.double().train()
     batch = _batch(epoch=5)  # past the scaled curriculum (1 epoch for 12): λ = −1
+    batch.student_x, batch.teacher_x = batch.student_x.double(), batch.teacher_x.double()
     assert method.reversal_factor(batch.epoch) == pytest.approx(-1.0)
-    optimizer = torch.optim.Adam(method.temperature.parameters(), lr=0.1)
     with torch.no_grad():
+        method.temperature.theta.fill_(-3.0)
         logits_s = method.student(batch.student_x).logits
     logits_t = method.teacher_forward(batch.teacher_x).logits
-    before = kd_loss(logits_s, logits_t, temperature=method.temperature(-1.0)).item()
+
+    def kd_term(theta: torch.Tensor) -> torch.Tensor:  # the term as a plain function of θ, no reversal
+        tau = method.cfg.t_start + method.cfg.t_end * torch.sigmoid(theta)
+        return method.cfg.kd_weight * kd_loss(logits_s, logits_t, temperature=tau)
+
+    theta = torch.tensor(-3.0, dtype=torch.float64, requires_grad=True)
+    before = kd_term(theta)
+    (descent,) = torch.autograd.grad(before, theta)
+    assert abs(float(descent)) > 1e-4  # a gradient far above float64 noise (~1e-17 here)
+    optimizer = torch.optim.Adam(method.temperature.parameters(), lr=0.1)
     optimizer.zero_grad()
     method.losses(batch)["kd"].backward()
+    # the reversal layer hands θ minus the term's gradient (λ = −1); float64 keeps ~1e-15 relative
+    assert float(method.temperature.theta.grad) == pytest.approx(-float(descent), rel=1e-9)
     optimizer.step()
-    after = kd_loss(logits_s, logits_t, temperature=method.temperature(-1.0)).item()
-    assert after > before
+    after = kd_term(method.temperature.theta.detach())
+    before = before.detach()
+    g = float(descent)  # Adam's first step: θ −= lr · ĝ/(|ĝ| + eps) with ĝ = −g, eps = 1e-8
+    assert float(method.temperature.theta.detach()) == pytest.approx(-3.0 + 0.1 * g / (abs(g) + 1e-8), rel=1e-9)
+    assert float(after - before) > 1e-5  # the step ascends the term, by ≈ 0.1·|∂L/∂θ|
 
 
 def test_dkd_warmup_scales_the_decoupled_terms():
