@@ -213,6 +213,13 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
     return options
 
 
+PAIRING_CHOICES = ["permuted", "oracle", "class-mean"]  # benchmark.data.PAIRINGS (kept here: --help imports no torch)
+PAIRING_HELP = ("Teacher partners of methods that use the harness's pairing: permuted (fresh random same-class "
+                "partners every epoch), oracle (the same-class teacher chip nearest in latent truth, fixed; needs a "
+                "dataset with latent truth) or class-mean (the teacher's class-mean outputs). Other than permuted, "
+                "it joins the run's label, e.g. kd[pairing=oracle].")
+
+
 @main.command("run")
 @click.option("--method", required=True, help="A registered method (see `ackd-bench methods`).")
 @click.option("--arch", required=True, help="Student backbone: any timm name, or shufflenet_v2_x0_5.")
@@ -235,6 +242,7 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
 @click.option("--teacher-checkpoint", type=click.Path(path_type=Path), default=None,
               help="Use this teacher (.safetensors with its .json) instead of the cached one.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Override a method option.")
+@click.option("--pairing", type=click.Choice(PAIRING_CHOICES), default="permuted", show_default=True, help=PAIRING_HELP)
 @click.option("--no-ssm", is_flag=True, help="SemBridge ablation: random same-class initial partners, no matcher.")
 @click.option("--no-dynm", is_flag=True, help="SemBridge ablation: never re-match during training.")
 @click.option("--no-ot1", is_flag=True, help="SemBridge ablation: drop L_ot1 (CORAL of plan-refined tokens).")
@@ -246,22 +254,26 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_friendly_errors
 def run_cmd(method, arch, teacher_arch, dataset, seeds, profile_name, epochs, device, precision, compile_mode, out,
-            resume, teacher_checkpoint, options, no_ssm, no_dynm, no_ot1, no_ot2, planner, weighting, quiet) -> None:
+            resume, teacher_checkpoint, options, pairing, no_ssm, no_dynm, no_ot1, no_ot2, planner, weighting,
+            quiet) -> None:
     """Train the MS teacher (cached) and an RGB student with one method; write RunResult JSON per seed.
 
-    Options given with --option or the SemBridge switches become part of the run's label
-    (e.g. ``sembridge[ssm=false]``), so ablations are separate rows of the table.
+    Options given with --option or the SemBridge switches, and a --pairing other than permuted,
+    become part of the run's label (e.g. ``sembridge[ssm=false]``, ``kd[pairing=oracle]``), so
+    ablations and pairing controls are separate rows of the table.
 
     \b
     Example:
       ackd-bench run --method dkd --arch resnet18 --seeds 0,1,2 --profile fast
+      ackd-bench run --method kd --arch resnet18 --seeds 0,1,2 --pairing oracle
       ackd-bench run --method sembridge --arch resnet18 --seeds 0,1,2 --profile fast
       ackd-bench run --method sembridge+dkd --arch resnet18 --no-dynm --planner sinkhorn
       ackd-bench run --method kd --arch mobilenetv2_100 --teacher-arch resnet34 --device cuda --profile paper
       ackd-bench run --method sembridge --arch resnet18 --device cuda --precision bf16 --compile reduce-overhead
     """
     from ackd_bench.benchmark.protocol import get_profile
-    from ackd_bench.benchmark.runner import DeviceError, check_compile_mode, resolve_device, run_experiment
+    from ackd_bench.benchmark.runner import (DeviceError, check_compile_mode, check_pairing, resolve_device,
+                                             run_experiment)
 
     seed_list = _parse_seeds(seeds)
     option_map = _parse_options(options)
@@ -274,6 +286,7 @@ def run_cmd(method, arch, teacher_arch, dataset, seeds, profile_name, epochs, de
         raise click.UsageError(f"{flags} apply to SemBridge methods only (sembridge, sembridge+<method>), "
                                f"not to {method!r}")
     option_map.update(switches)
+    check_pairing(method, pairing)  # before any data is built or loaded
     try:  # a mode the device cannot run is a usage error, found before any data is built or loaded
         check_compile_mode(compile_mode, resolve_device(device))
     except DeviceError as err:
@@ -288,7 +301,7 @@ def run_cmd(method, arch, teacher_arch, dataset, seeds, profile_name, epochs, de
     results = run_experiment(dataset, method=method, arch=arch, teacher_arch=teacher_arch, seeds=seed_list,
                              profile=profile, device=device, out=out, resume=resume, progress=not quiet,
                              teacher_checkpoint=teacher_checkpoint, method_options=option_map,
-                             compile_mode=compile_mode)
+                             compile_mode=compile_mode, pairing=pairing)
     click.echo(f"{'seed':>4}  {'teacher test OA':>15}  {'student val OA':>14}  {'student test OA':>15}  {'epoch':>5}  {'img/s':>7}")
     for r in results:
         click.echo(f"{r['seed']:>4}  {100 * r['teacher']['metrics']['test_oa']:>14.1f}%  "
@@ -308,7 +321,9 @@ def table_cmd(paths, fmt, metric, out, plot) -> None:
     """The paper-style grid from RunResult JSON files: methods x teacher->student pairs, per dataset.
 
     Cells are mean ± std over seeds of the test metric (%), with a bootstrap 95 % CI; the best
-    per column is marked.
+    per column is marked. Each dataset's grid ends with its minimum detectable difference
+    (α 0.05, power 0.8): between two rows over seeds, and paired by test chip where the runs carry
+    predictions (the `mdd` field in --format json). `ackd-bench compare` tests the differences.
 
     \b
     Example:
@@ -336,6 +351,64 @@ def table_cmd(paths, fmt, metric, out, plot) -> None:
         click.echo(f"wrote {plot_table(rows, plot)}")
 
 
+@main.command("compare")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--baseline", required=True, metavar="METHOD",
+              help="Method label (as in `ackd-bench table`) every other method is compared with.")
+@click.option("--dataset", "dataset", required=True, type=click.Path(path_type=Path),
+              help="The dataset the runs were made on: RunResults hold each chip's prediction, the dataset "
+                   "its true class. Its fingerprint must be the runs'.")
+@click.option("--test", "test_name", type=click.Choice(["sign-flip", "mcnemar"]), default="sign-flip",
+              show_default=True, help="sign-flip: permutation test on per-chip differences summed over seeds; "
+              "mcnemar: McNemar's test pooled over seeds (exact below 25 discordant pairs).")
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "json"]), default="md", show_default=True)
+@click.option("--out", "out", type=click.Path(path_type=Path), default=None, help="Write the comparison to a file.")
+@click.option("--n-boot", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Bootstrap resamples (over seeds and chips) of the CI.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the bootstrap and the sign flips.")
+@_friendly_errors
+def compare_cmd(paths, baseline, dataset, test_name, fmt, out, n_boot, seed) -> None:
+    """Each method against a baseline, paired by seed and test chip: ΔOA, bootstrap CI, p (Holm).
+
+    Runs pair by dataset, teacher->student pair and seed; chips by sample id. Every method needs
+    every baseline seed. p-values are Holm-adjusted over all rows; a bold ΔOA is significant at
+    0.05. The tests condition on the trained runs; the CI also resamples seeds.
+
+    \b
+    Example:
+      ackd-bench run --method student-only --arch resnet18 --seeds 0,1,2 --out results/
+      ackd-bench run --method kd --arch resnet18 --seeds 0,1,2 --out results/
+      ackd-bench compare results/ --baseline student-only --dataset data/demo
+      ackd-bench compare results/ --baseline kd --dataset data/demo --test mcnemar --format csv --out cmp.csv
+
+    \b
+    The first compare prints a table per dataset and pair, a row per method (numbers illustrative):
+      | Method | seeds | ΔOA (points) | 95% CI         | p       | p (Holm) | MDD  |
+      | kd     | 3     | **+2.40**    | [+1.10, +3.70] | 1.0e-04 | 1.0e-04  | 1.35 |
+
+    kd scores 2.4 points above student-only on the same seeds and chips; the CI excludes 0 and the
+    Holm-adjusted p is below 0.05 (bold). MDD: the smallest ΔOA these runs could detect (power 0.8).
+    """
+    from ackd_bench.benchmark.compare import compare, render_comparison, true_test_labels
+    from ackd_bench.benchmark.results import load_run_results
+
+    results = load_run_results(list(paths))
+    if not results:
+        raise click.ClickException(f"no RunResult JSON files in {', '.join(map(str, paths))}; run `ackd-bench run` first")
+    fingerprint, labels = true_test_labels(dataset)
+    rows = compare(results, baseline, labels=labels, fingerprint=fingerprint, test=test_name, n_boot=n_boot,
+                   seed=seed)
+    text = render_comparison(rows, fmt)
+    if out:
+        from ackd_bench.benchmark.dataset import atomic_write_text
+
+        atomic_write_text(out, text)
+        click.echo(f"wrote {out}")
+    else:
+        click.echo(text)
+
+
 @main.command("sweep")
 @click.option("--grid", "grid_name", default="paper", show_default=True, metavar="NAME|FILE",
               help="Built-in grid (paper) or a grid YAML file: datasets, pairs, methods, seeds, profile.")
@@ -354,6 +427,9 @@ def table_cmd(paths, fmt, metric, out, plot) -> None:
 @click.option("--gpus-per-run", type=click.IntRange(min=0), default=0, show_default=True,
               help="Ask dask for this many 'GPU' resources per run (workers need --resources GPU=N).")
 @click.option("--retries", type=click.IntRange(min=0), default=1, show_default=True, help="Retries of a failing run.")
+@click.option("--pairing", type=click.Choice(PAIRING_CHOICES), default=None,
+              help="Replace the grid's pairing (its `pairing` key; default permuted) for every method it applies to "
+                   "(methods that use a teacher and the harness's partners; SemBridge and student-only run as always).")
 @click.option("--dry-run", is_flag=True, help="List the runs that would execute, and how many are already done.")
 @click.option("--format", "fmt", type=click.Choice(["md", "csv", "latex", "json"]), default="md", show_default=True,
               help="Format of the table printed at the end.")
@@ -361,7 +437,7 @@ def table_cmd(paths, fmt, metric, out, plot) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_friendly_errors
 def sweep_cmd(grid_name, datasets, seeds, out, workers, scheduler, device, compile_mode, gpus_per_run, retries,
-              dry_run, fmt, table_out, quiet) -> None:
+              pairing, dry_run, fmt, table_out, quiet) -> None:
     """Run a grid (datasets x teacher->student pairs x methods x seeds) on dask; then print its table.
 
     Resumable: runs whose RunResult is already in --out are skipped. Teachers and SemBridge
@@ -373,13 +449,15 @@ def sweep_cmd(grid_name, datasets, seeds, out, workers, scheduler, device, compi
     Example:
       ackd-bench sweep --grid paper --dataset data/eu-us --dry-run
       ackd-bench sweep --grid paper --dataset data/eu-us --workers 2 --out results/paper
+      ackd-bench sweep --grid paper --dataset data/demo --pairing oracle --out results/oracle
       ackd-bench sweep --grid my-grid.yaml --scheduler tcp://10.0.0.5:8786 --gpus-per-run 1 --out results/mine
     """
     from ackd_bench.benchmark.sweep import expand_grid, load_grid, run_sweep, sweep_table
 
     if compile_mode == "reduce-overhead" and not (device.startswith("cuda") or gpus_per_run):
         raise click.UsageError("--compile reduce-overhead records CUDA graphs: give --device cuda or --gpus-per-run")
-    grid = load_grid(grid_name, datasets=list(datasets) or None, seeds=_parse_seeds(seeds) if seeds else None)
+    grid = load_grid(grid_name, datasets=list(datasets) or None, seeds=_parse_seeds(seeds) if seeds else None,
+                     pairing=pairing)
     runs = expand_grid(grid)
     todo = [r for r in runs if not (out / r.filename).exists()]
     if dry_run:
@@ -425,7 +503,7 @@ def demo_catalog(out: Path, seed: int, scale: float, pair_site: bool, quiet: boo
       ackd-bench demo-catalog --out /tmp/demo-world
       python -m http.server -d /tmp/demo-world 8000   # then --preset demo --catalog http://127.0.0.1:8000/catalog.json
     """
-    from ackd_bench.curation.demo_world import build_demo_catalog
+    from ackd_bench.curation.demo.world import build_demo_catalog
 
     path = build_demo_catalog(out, seed=seed, scale=scale, progress=not quiet, pair_site=pair_site)
     click.echo(f"wrote {path}")

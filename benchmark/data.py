@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -18,6 +18,17 @@ if TYPE_CHECKING:  # the dataset format needs the geo stack; training on tensors
 
 class DataError(AckdBenchError):
     """The dataset cannot serve what a run needs (a class without chips, an empty split, ...)."""
+
+
+class PairingError(AckdBenchError):
+    """A pairing policy cannot run with this method or dataset (oracle without latent truth, ...)."""
+
+
+#: Teacher-partner policies of the harness (``--pairing``): ``permuted``, fresh random same-class
+#: partners every epoch (the ACKD default); ``oracle``, each student chip's same-class teacher chip
+#: nearest in latent truth (:func:`oracle_partners`), fixed; ``class-mean``, the class mean of the
+#: teacher's outputs (:func:`benchmark.gallery.class_mean_gallery`), no instance at all.
+PAIRINGS = ("permuted", "oracle", "class-mean")
 
 
 @dataclass
@@ -35,6 +46,9 @@ class ModalityData:
         modality: "ms" or "rgb".
         ids: split -> sample_id of every row (host side; maps rows back to the sample table).
         sets: split -> (N, K) float multi-hot class sets, for multi-label modalities only.
+        latent: latent truth of the training rows, host side (datasets with latent columns only):
+            ``composition`` (N, K), ``subtype`` (N,) str ("" unknown), ``factors`` (N, F), NaN
+            rows where unknown (see :func:`benchmark.dataset.latent_arrays`).
     """
 
     x: dict[str, Tensor]
@@ -45,6 +59,7 @@ class ModalityData:
     modality: str
     ids: dict[str, np.ndarray] = field(default_factory=dict)
     sets: dict[str, Tensor] | None = None
+    latent: dict[str, np.ndarray] | None = None
 
     @property
     def channels(self) -> int:
@@ -89,10 +104,11 @@ def draw_flips(n: int, generator: torch.Generator | None, device: torch.device) 
 def load_modality(ds: Dataset, modality: str, device: torch.device, *,
                   max_train_per_class: int | None = None, seed: int = 0) -> ModalityData:
     """Copy one modality's splits onto ``device`` (once; the training loop never touches files)."""
-    from ackd_bench.benchmark.dataset import SPLITS, label_sets
+    from ackd_bench.benchmark.dataset import SPLITS, label_sets, latent_arrays
 
     array = getattr(ds, modality)
     xs, ys, ids = {}, {}, {}
+    latent = None
     multi = ds.manifest["modalities"][modality]["label_type"] == "multi"
     sets: dict[str, Tensor] | None = {} if multi else None
     offset = 0.0
@@ -112,6 +128,8 @@ def load_modality(ds: Dataset, modality: str, device: torch.device, *,
         ids[split] = sample_ids
         if sets is not None:
             sets[split] = torch.from_numpy(label_sets(rows, len(ds.classes))).to(device)
+        if split == "train" and ds.has_latent:
+            latent = latent_arrays(rows, len(ds.classes), len(ds.manifest["latent"]["factors"]))
     present = torch.bincount(ys["train"], minlength=len(ds.classes))
     if (present == 0).any():
         missing = [ds.classes[k] for k in torch.nonzero(present == 0).flatten().tolist()]
@@ -121,7 +139,7 @@ def load_modality(ds: Dataset, modality: str, device: torch.device, *,
     std = train.std(dim=(0, 2, 3)).clamp_min(1e-6)
     del array
     return ModalityData(x=xs, y=ys, mean=mean.float(), std=std.float(), offset=offset, modality=modality, ids=ids,
-                        sets=sets)
+                        sets=sets, latent=latent)
 
 
 def _first_per_class(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -197,3 +215,130 @@ def pair_same_class(student_labels: Tensor, teacher_labels: Tensor, generator: t
     u = torch.rand(student_labels.shape[0], generator=generator, dtype=torch.float64).to(student_labels.device)
     pick = starts[student_labels] + torch.minimum((u * need).long(), need - 1)
     return order[pick]
+
+
+# ---- latent truth: oracle partners and partner quality ------------------------------------------
+
+
+def oracle_partners(student: ModalityData, teacher: ModalityData) -> Tensor:
+    """For every student training chip, the same-class teacher training chip nearest in latent truth.
+
+    The latent distance between student chip s and teacher chip t is
+
+        d(s, t) = sqrt(‖c_s − c_t‖² + ‖z_s − z_t‖²)
+
+    with c the ``latent_composition`` (class shares) and z the ``latent_factors`` standardised per
+    factor (mean and standard deviation over the training chips of both modalities that carry
+    factors; the factor term is left out where either chip's factors are unknown). Sub-types come
+    first: a candidate whose ``latent_subtype`` equals the student's (both known) beats every
+    candidate whose does not (a mismatch adds a penalty larger than any d of the class), so the
+    oracle is the nearest chip of the student's own sub-type where one exists, else the nearest
+    overall. Candidates are the teacher chips of the student's class (multi-label teachers:
+    carrying it); ties go to the first teacher row.
+
+    Returns:
+        (N_s,) int64 teacher training rows, on the student data's device.
+
+    Raises:
+        PairingError: either modality lacks latent truth.
+    """
+    _require_latent(student, teacher)
+    partners = np.empty(student.y["train"].shape[0], dtype=np.int64)
+    for s_rows, t_rows, _, latent_d, same in _latent_blocks(student, teacher):
+        partners[s_rows] = t_rows[np.argmin(_oracle_cost(latent_d, same), axis=1)]
+    return torch.from_numpy(partners).to(student.y["train"].device)
+
+
+def partner_quality(student: ModalityData, teacher: ModalityData, pairings: dict[str, Tensor]) -> dict[str, Any]:
+    """How close in latent truth the teacher partners of the student training chips are.
+
+    For each named pairing (teacher row of every student chip; rows < 0, "no partner", are left
+    out), and for a uniformly random same-class partner (the exact expectation, not a draw) and the
+    oracle partners (:func:`oracle_partners`): ``composition_distance``, the mean L2 distance
+    between a student chip's ``latent_composition`` and its partner's; ``subtype_agreement``, the
+    share of student chips with a known sub-type whose partner has the same one (None when no
+    student chip has a known sub-type).
+
+    Raises:
+        PairingError: either modality lacks latent truth.
+    """
+    _require_latent(student, teacher)
+    s_comp, s_sub = student.latent["composition"], student.latent["subtype"]
+    known = s_sub != ""
+    out: dict[str, Any] = {"students": int(len(s_sub)), "students_with_subtype": int(known.sum()),
+                           "definition": "composition_distance: mean L2 between a student chip's latent_composition "
+                                         "and its partner's; subtype_agreement: share of student chips with a known "
+                                         "sub-type whose partner has the same; random_same_class: expectation over a "
+                                         "uniformly random same-class partner; oracle: nearest in latent truth"}
+    random_d = np.zeros(len(s_sub))
+    random_same = np.zeros(len(s_sub))
+    oracle = np.empty(len(s_sub), dtype=np.int64)
+    for s_rows, t_rows, composition_d, latent_d, same in _latent_blocks(student, teacher):
+        random_d[s_rows] = composition_d.mean(axis=1)
+        random_same[s_rows] = same.mean(axis=1)
+        oracle[s_rows] = t_rows[np.argmin(_oracle_cost(latent_d, same), axis=1)]
+    out["random_same_class"] = _quality_summary(random_d, random_same, known)
+    t_comp, t_sub = teacher.latent["composition"], teacher.latent["subtype"]
+    for name, partner in {"oracle": oracle, **{k: v.cpu().numpy() for k, v in pairings.items()}}.items():
+        has = partner >= 0
+        p = np.where(has, partner, 0)
+        distance = np.linalg.norm(s_comp - t_comp[p], axis=1)
+        agree = (s_sub == t_sub[p]) & known
+        out[name] = _quality_summary(distance[has], agree[has].astype(np.float64), known[has])
+    return out
+
+
+def _quality_summary(distance: np.ndarray, agreement: np.ndarray, known: np.ndarray) -> dict[str, Any]:
+    return {"composition_distance": float(distance.mean()) if len(distance) else None,
+            "subtype_agreement": float(agreement[known].mean()) if known.any() else None,
+            "n": int(len(distance))}
+
+
+def _oracle_cost(latent_d: np.ndarray, same: np.ndarray) -> np.ndarray:
+    # A mismatch costs more than the largest distance of the block: sub-type agreement decides first.
+    return latent_d + (~same) * (latent_d.max(initial=0.0) + 1.0)
+
+
+def _require_latent(student: ModalityData, teacher: ModalityData) -> None:
+    if student.latent is None or teacher.latent is None:
+        missing = " and ".join(d.modality for d in (student, teacher) if d.latent is None)
+        raise PairingError(f"the {missing} training chips carry no latent truth (latent_composition, latent_subtype, "
+                           "latent_factors)")
+
+
+def _latent_blocks(student: ModalityData, teacher: ModalityData):
+    """Per student class: (student rows, candidate teacher rows, composition L2 (S, T), latent distance
+    d (S, T, see :func:`oracle_partners`), same known sub-type (S, T) bool), float64 on the host."""
+    s, t = student.latent, teacher.latent
+    pooled = np.concatenate([s["factors"], t["factors"]])
+    rows_known = ~np.isnan(pooled).any(axis=1) & (pooled.shape[1] > 0)
+    mean = pooled[rows_known].mean(axis=0) if rows_known.any() else np.zeros(pooled.shape[1])
+    std = pooled[rows_known].std(axis=0) if rows_known.any() else np.ones(pooled.shape[1])
+    std = np.where(std > 0, std, 1.0)
+    z_s, z_t = (np.nan_to_num((f - mean) / std) for f in (s["factors"], t["factors"]))
+    known_s, known_t = rows_known[:len(z_s)], rows_known[len(z_s):]
+    codes = {name: i for i, name in enumerate(sorted(set(s["subtype"]) | set(t["subtype"])))}
+    code_s = np.array([codes[x] if x else -1 for x in s["subtype"]], dtype=np.int64)
+    code_t = np.array([codes[x] if x else -2 for x in t["subtype"]], dtype=np.int64)  # -1 != -2: unknown never agrees
+    y_s = student.y["train"].cpu().numpy()
+    carriers = teacher.sets["train"].cpu().numpy() > 0 if teacher.sets is not None else None
+    y_t = teacher.y["train"].cpu().numpy()
+    for k in np.unique(y_s):
+        s_rows = np.flatnonzero(y_s == k)
+        t_rows = np.flatnonzero(carriers[:, k] if carriers is not None else y_t == k)
+        if t_rows.size == 0:
+            raise DataError(f"no teacher training chip of class {k} to pair with")
+        composition_sq = _squared_distances(s["composition"][s_rows], t["composition"][t_rows])
+        factor_sq = (_squared_distances(z_s[s_rows], z_t[t_rows])
+                     * known_s[s_rows, None] * known_t[None, t_rows])
+        same = code_s[s_rows, None] == code_t[None, t_rows]
+        yield s_rows, t_rows, np.sqrt(composition_sq), np.sqrt(composition_sq + factor_sq), same
+
+
+def _squared_distances(a: np.ndarray, b: np.ndarray, chunk_elements: int = 1 << 22) -> np.ndarray:
+    """(len(a), len(b)) squared Euclidean distances from explicit differences (exact 0 for equal rows)."""
+    out = np.empty((a.shape[0], b.shape[0]), dtype=np.float64)
+    step = max(1, chunk_elements // max(1, b.shape[0] * max(1, a.shape[1])))
+    for i in range(0, a.shape[0], step):
+        out[i:i + step] = np.square(a[i:i + step, None, :] - b[None, :, :]).sum(axis=-1)
+    return out

@@ -1,4 +1,4 @@
-"""Dataset format v1: write a dataset directory atomically, load, verify and summarise it."""
+"""The dataset format (v2; v1 loads unchanged): write a dataset directory atomically, load, verify, summarise."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ import numpy as np
 from ackd_bench.benchmark.dataset_files import atomic_write_bytes, atomic_write_text, sha256_file
 from ackd_bench.benchmark.dataset_read import read_dataset_parts
 from ackd_bench.benchmark.dataset_schema import (
+    LATENT_COLUMNS,
     MODALITIES,
+    READABLE_SCHEMA_VERSIONS,
     SAMPLE_COLUMNS,
     SCHEMA_VERSION,
     SPLITS,
@@ -41,7 +43,9 @@ from ackd_bench.benchmark.errors import (
 )
 
 __all__ = [
+    "LATENT_COLUMNS",
     "MODALITIES",
+    "READABLE_SCHEMA_VERSIONS",
     "SAMPLE_COLUMNS",
     "SCHEMA_VERSION",
     "SPLITS",
@@ -51,6 +55,7 @@ __all__ = [
     "atomic_write_text",
     "compute_fingerprint",
     "is_complete_dataset",
+    "latent_arrays",
     "load_dataset",
     "sha256_file",
     "summarize",
@@ -67,7 +72,7 @@ def write_dataset(
     arrays: dict[str, np.ndarray],
     card: CardWriter | None = None,
 ) -> Path:
-    """Write a complete format-v1 dataset to ``out_dir`` atomically.
+    """Write a complete dataset (format v2) to ``out_dir`` atomically.
 
     Everything is written and fsync'd in a staging dir beside ``out_dir``, which is then renamed
     onto it, so ``out_dir`` only ever holds a complete dataset. An existing dataset there is
@@ -76,9 +81,13 @@ def write_dataset(
     Args:
         out_dir: Destination directory (created with its parents if missing).
         manifest: The caller's blocks (name, version, taxonomy, modalities, consistency,
-            provenance, splits). On success it is updated in place with ``schema_version``,
-            ``created_by``, ``counts``, ``files`` and ``fingerprint``.
-        samples: One row per chip with exactly the v1 columns.
+            provenance, splits; ``latent`` with latent truth). On success it is updated in place
+            with ``schema_version``, ``created_by``, ``counts``, ``files`` and ``fingerprint``.
+        samples: One row per chip with exactly the format's columns, plus optional ones:
+            ``pair_id``, ``labels``, and latent truth as the three columns ``latent_composition``
+            (class shares, one per taxonomy class), ``latent_subtype`` ("" unknown) and
+            ``latent_factors`` ([] unknown) on this GeoDataFrame, with the manifest's
+            ``latent: {"factors", "subtypes", "source"}`` block (see ``dataset_schema``).
         arrays: ``{"ms": N_ms x C x H x W, "rgb": N_rgb x 3 x H x W}`` in the manifest dtypes.
         card: Called as ``card(staging_dir, manifest, samples, arrays)`` before checksumming,
             so the files it writes are listed in ``checksums.sha256``.
@@ -139,6 +148,11 @@ class Dataset:
     def classes(self) -> list[str]:
         """Class names, indexed by class id."""
         return [entry["name"] for entry in self.manifest["taxonomy"]]
+
+    @property
+    def has_latent(self) -> bool:
+        """True if the samples carry latent truth (format v2 ``latent_*`` columns)."""
+        return "latent" in self.manifest
 
     @property
     def fingerprint(self) -> str:
@@ -205,6 +219,28 @@ def label_sets(rows: gpd.GeoDataFrame, n_classes: int) -> np.ndarray:
     return sets
 
 
+def latent_arrays(rows: gpd.GeoDataFrame, n_classes: int, n_factors: int) -> dict[str, np.ndarray]:
+    """Latent truth of sample rows as arrays, in row order.
+
+    Returns:
+        ``composition`` (N, K) float64; ``subtype`` (N,) str ("" unknown); ``factors`` (N, F)
+        float64, rows of NaN where unknown.
+
+    Raises:
+        ValueError: the rows carry no latent columns.
+    """
+    if not set(LATENT_COLUMNS) <= set(rows.columns):
+        raise ValueError("these sample rows carry no latent truth columns")
+    composition = np.zeros((len(rows), n_classes), dtype=np.float64)
+    factors = np.full((len(rows), n_factors), np.nan, dtype=np.float64)
+    for i, (c, f) in enumerate(zip(rows["latent_composition"], rows["latent_factors"])):
+        composition[i] = c
+        if len(f):
+            factors[i] = f
+    return {"composition": composition, "subtype": rows["latent_subtype"].to_numpy(dtype=str),
+            "factors": factors}
+
+
 def is_complete_dataset(path: Path) -> bool:
     """True if ``path`` holds a dataset that passes :func:`verify_dataset` (hashes every file)."""
     try:
@@ -238,8 +274,17 @@ def summarize(ds: Dataset) -> str:
         f"Fingerprint  {m['fingerprint']}",
         f"Created by   {m.get('created_by', 'unknown')}, schema_version {m['schema_version']}",
         f"Consistency  {consistency['mode']} (overlap {consistency['overlap']})",
-        "Modalities",
     ]
+    if ds.has_latent:
+        latent, samples = m["latent"], ds.samples
+        subtypes = int((samples["latent_subtype"] != "").sum())
+        factors = int(sum(len(f) > 0 for f in samples["latent_factors"]))
+        lines.append(
+            f"Latent truth present ({latent['source']}): class composition on all {len(samples)} chips, "
+            f"sub-type on {subtypes} ({len(latent['subtypes'])} sub-types), factors on {factors} "
+            f"({', '.join(latent['factors']) or 'none'})"
+        )
+    lines.append("Modalities")
     for modality in MODALITIES:
         spec = m["modalities"][modality]
         lines.append(

@@ -1,4 +1,4 @@
-"""Reader side of dataset format v1: load and check manifest, checksums, samples and arrays."""
+"""Reader side of the dataset format (v1, v2): load and check manifest, checksums, samples and arrays."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from ackd_bench.benchmark.dataset_schema import (
     CHECKSUMS_FILE,
     MANIFEST_FILE,
     MODALITIES,
+    READABLE_SCHEMA_VERSIONS,
     SAMPLES_FILE,
-    SCHEMA_VERSION,
     FormatViolation,
     check_arrays,
     check_manifest,
@@ -39,10 +39,13 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict):
         raise DatasetCorruptError(path, "not a JSON object")
     version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if type(version) is not int or version not in READABLE_SCHEMA_VERSIONS:
+        readable = ", ".join(map(str, READABLE_SCHEMA_VERSIONS))
         raise DatasetCorruptError(
-            path, f"unsupported schema_version {version!r} (this ackd-bench reads {SCHEMA_VERSION})"
+            path, f"unsupported schema_version {version!r} (this ackd-bench reads {readable})"
         )
+    if version < 2 and "latent" in manifest:
+        raise DatasetCorruptError(path, "a 'latent' block needs schema_version 2 (v1 has no latent truth)")
     try:
         check_manifest(manifest)
     except FormatViolation as exc:

@@ -1,4 +1,4 @@
-"""Format v1 rules: the manifest, sample-table and array contracts, per-class counts, fingerprint."""
+"""Format rules (v1, v2): the manifest, sample-table and array contracts, per-class counts, fingerprint."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-SCHEMA_VERSION = 1
+#: What datasets are written as. v2 added the optional latent-truth columns and manifest block;
+#: everything else is v1, so v1 datasets load and verify unchanged.
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
+#: The version inside the fingerprint's payload. It stays 1: the fingerprint names the data, not the
+#: file format, so a dataset without latent truth keeps its v1 fingerprint when written as v2.
+FINGERPRINT_VERSION = 1
 MODALITIES = ("ms", "rgb")
 SPLITS = ("train", "val", "test")
 LABEL_TYPES = ("single", "multi")
@@ -44,7 +50,20 @@ SAMPLE_COLUMNS: dict[str, str] = {
 # on MS rows). Asymmetric datasets omit the column, so their fingerprints do not change.
 # ``labels``: required when a modality is multi-label: a JSON list of the chip's class ids
 # (sorted, unique, containing ``label``, its primary class); "" on rows of single-label modalities.
-OPTIONAL_SAMPLE_COLUMNS: dict[str, str] = {"pair_id": "str", "labels": "str"}
+# ``latent_*`` (v2, all three or none; present iff the manifest has a ``latent`` block): the world's
+# true state of each chip, for pairing controls and partner-quality diagnostics.
+#   ``latent_composition``: list of floats, one per taxonomy class in id order, each in [0, 1],
+#       summing to 1 (± LATENT_SUM_TOLERANCE): the chip's true class composition.
+#   ``latent_subtype``: the true sub-type of the chip's majority class (one of the manifest's
+#       ``latent.subtypes``, e.g. "cropland/centre_pivot"); "" where unknown.
+#   ``latent_factors``: list of finite floats, the appearance factors behind both sensors, in the
+#       order of ``latent.factors``; [] where unknown.
+# Stored as parquet list<double> (factors, composition) and string (subtype).
+OPTIONAL_SAMPLE_COLUMNS: dict[str, str] = {"pair_id": "str", "labels": "str", "latent_composition": "floats",
+                                           "latent_subtype": "str", "latent_factors": "floats"}
+LATENT_COLUMNS = ("latent_composition", "latent_subtype", "latent_factors")
+LATENT_KEYS = ("factors", "subtypes", "source")
+LATENT_SUM_TOLERANCE = 1e-6
 FRACTION_COLUMNS = ("cloud_fraction", "nodata_fraction", "purity")
 MANIFEST_KEYS = ("name", "version", "taxonomy", "modalities", "consistency", "provenance", "splits")
 MODALITY_KEYS = ("collection", "bands", "gsd", "dtype", "scale", "offset", "chip_px", "label_type")
@@ -95,6 +114,8 @@ def check_manifest(manifest: dict[str, Any]) -> None:
         raise FormatViolation(MANIFEST_FILE, f"'modalities' must have exactly {list(MODALITIES)}")
     for modality in MODALITIES:
         _check_modality(modality, modalities[modality])
+    if "latent" in manifest:
+        _check_latent_block(manifest["latent"])
     try:
         json.dumps(manifest, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -118,6 +139,19 @@ def _check_modality(modality: str, spec: Any) -> None:
         raise FormatViolation(MANIFEST_FILE, f"{where}.dtype must be numeric")
     if spec["label_type"] not in LABEL_TYPES:
         raise FormatViolation(MANIFEST_FILE, f"{where}.label_type must be one of {LABEL_TYPES}")
+
+
+def _check_latent_block(latent: Any) -> None:
+    """``latent: {"factors": [names], "subtypes": [names], "source": text}`` (format v2)."""
+    if not isinstance(latent, dict) or set(latent) != set(LATENT_KEYS):
+        raise FormatViolation(MANIFEST_FILE, f"'latent' must be an object with exactly {list(LATENT_KEYS)}")
+    for key in ("factors", "subtypes"):
+        names = latent[key]
+        if (not isinstance(names, list) or not all(isinstance(n, str) and n for n in names)
+                or len(set(names)) != len(names)):
+            raise FormatViolation(MANIFEST_FILE, f"latent.{key} must be a list of unique non-empty names")
+    if not isinstance(latent["source"], str) or not latent["source"]:
+        raise FormatViolation(MANIFEST_FILE, "latent.source must be a non-empty string (where the truth comes from)")
 
 
 def check_arrays(manifest: dict[str, Any], arrays: dict[str, np.ndarray], rows: dict[str, int]) -> None:
@@ -161,6 +195,7 @@ def check_samples(samples: gpd.GeoDataFrame, manifest: dict[str, Any], *, strict
     if "pair_id" in optional:
         _check_pairs(samples)
     _check_multilabels(samples, manifest, "labels" in optional)
+    _check_latent(samples, manifest, [c for c in LATENT_COLUMNS if c in optional])
     if samples["sample_id"].duplicated().any():
         duplicate = samples.loc[samples["sample_id"].duplicated(), "sample_id"].iloc[0]
         raise FormatViolation(file, f"sample_id {duplicate!r} is not unique")
@@ -216,6 +251,40 @@ def _check_multilabels(samples: gpd.GeoDataFrame, manifest: dict[str, Any], pres
                                   f"JSON list of unique class ids in 0..{n_classes - 1} containing label {row.label}")
 
 
+def _check_latent(samples: gpd.GeoDataFrame, manifest: dict[str, Any], present: list[str]) -> None:
+    """Latent columns: all three or none, iff the manifest's ``latent`` block; values as documented above."""
+    if present and len(present) != len(LATENT_COLUMNS):
+        missing = [c for c in LATENT_COLUMNS if c not in present]
+        raise FormatViolation(SAMPLES_FILE, f"latent columns come together: {present} without {missing}")
+    if bool(present) != ("latent" in manifest):
+        raise FormatViolation(SAMPLES_FILE if present else MANIFEST_FILE,
+                              "the latent columns need the manifest's 'latent' block and vice versa"
+                              f" (columns {'present' if present else 'absent'}, block "
+                              f"{'present' if 'latent' in manifest else 'absent'})")
+    if not present:
+        return
+    n_classes, latent = len(manifest["taxonomy"]), manifest["latent"]
+    n_factors, subtypes = len(latent["factors"]), set(latent["subtypes"]) | {""}
+    for row in samples[["sample_id", *LATENT_COLUMNS]].itertuples(index=False):
+        where = f"sample {row.sample_id!r}"
+        composition = np.asarray(row.latent_composition, dtype=np.float64)
+        if composition.shape != (n_classes,) or not np.isfinite(composition).all():
+            raise FormatViolation(SAMPLES_FILE, f"{where}: latent_composition must hold {n_classes} finite numbers "
+                                  "(one per class)")
+        if (composition < 0).any() or (composition > 1).any():
+            raise FormatViolation(SAMPLES_FILE, f"{where}: latent_composition values must lie in [0, 1]")
+        if abs(composition.sum() - 1.0) > LATENT_SUM_TOLERANCE:
+            raise FormatViolation(SAMPLES_FILE, f"{where}: latent_composition sums to {composition.sum():.9g}, "
+                                  f"not 1 (± {LATENT_SUM_TOLERANCE:g})")
+        if row.latent_subtype not in subtypes:
+            raise FormatViolation(SAMPLES_FILE, f"{where}: latent_subtype {row.latent_subtype!r} is not in the "
+                                  "manifest's latent.subtypes (nor '' for unknown)")
+        factors = np.asarray(row.latent_factors, dtype=np.float64)
+        if factors.shape not in ((0,), (n_factors,)) or not np.isfinite(factors).all():
+            raise FormatViolation(SAMPLES_FILE, f"{where}: latent_factors must hold {n_factors} finite numbers "
+                                  "(latent.factors) or none (unknown)")
+
+
 def _check_pairs(samples: gpd.GeoDataFrame) -> None:
     """RGB ``pair_id`` values name MS chips of the same split and class; MS rows carry none."""
     ms = samples[samples["modality"] == "ms"].set_index("sample_id")
@@ -246,10 +315,23 @@ def _check_column(values: pd.Series, column: str, kind: str, strict: bool) -> No
             not strict and pd.api.types.is_integer_dtype(values.dtype)
         )
         ok = ok and (values.dtype == np.float64 or not strict)
+    elif kind == "floats":
+        if not all(_is_float_list(v, strict) for v in values):
+            raise FormatViolation(SAMPLES_FILE, f"column {column} must hold lists of numbers (float64 in the file)")
+        return
     else:
         return
     if not ok:
         raise FormatViolation(SAMPLES_FILE, f"column {column} has dtype {values.dtype}, needs {kind}")
+
+
+def _is_float_list(value: Any, strict: bool) -> bool:
+    """A list of real numbers: float64 arrays as read from parquet; any real sequence from a writer's caller."""
+    if isinstance(value, np.ndarray):
+        return value.ndim == 1 and (value.dtype == np.float64 or (not strict and value.dtype.kind in "fiu"))
+    if strict or not isinstance(value, (list, tuple)):
+        return False
+    return all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in value)
 
 
 def _check_geometry(samples: gpd.GeoDataFrame) -> None:
@@ -355,9 +437,17 @@ def fingerprint_records(samples: pd.DataFrame) -> list[dict[str, Any]]:
                 # Only datasets with pairs carry the field, so others keep their fingerprints.
                 **({"pair_id": str(row.pair_id)} if hasattr(row, "pair_id") else {}),
                 **({"labels": str(row.labels)} if hasattr(row, "labels") else {}),
+                # Latent truth likewise, at 1e-9 (below any meaningful change, above float noise).
+                **({"latent_composition": _rounded(row.latent_composition), "latent_subtype": str(row.latent_subtype),
+                    "latent_factors": _rounded(row.latent_factors)} if hasattr(row, "latent_composition") else {}),
             }
         )
     return records
+
+
+def _rounded(values: Any) -> list[float]:
+    # + 0.0 turns -0.0 into 0.0, so both spellings of zero fingerprint alike.
+    return [round(float(v), 9) + 0.0 for v in values]
 
 
 def compute_fingerprint(
@@ -366,7 +456,9 @@ def compute_fingerprint(
     """Return the dataset fingerprint: sha256 of a canonical JSON of what defines the data.
 
     Covers the sorted sample records (fields listed in :func:`fingerprint_records`), the sha256
-    of each modality's array, and the manifest's ``taxonomy`` and ``modalities`` blocks. It
+    of each modality's array, and the manifest's ``taxonomy`` and ``modalities`` blocks (and its
+    ``latent`` block, where there is one). The payload's version is :data:`FINGERPRINT_VERSION`,
+    not the format's, so data without latent truth has the same fingerprint in v1 and v2. It
     leaves out hrefs, provenance, build times and the card, so the same world served from a
     directory or an HTTP STAC server yields the same fingerprint.
 
@@ -376,11 +468,12 @@ def compute_fingerprint(
         array_sha256: ``{"ms": hex, "rgb": hex}`` of the ``.npy`` files.
     """
     payload = {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": FINGERPRINT_VERSION,
         "samples": fingerprint_records(samples),
         "arrays": {m: array_sha256[m] for m in MODALITIES},
         "taxonomy": manifest["taxonomy"],
         "modalities": manifest["modalities"],
+        **({"latent": manifest["latent"]} if "latent" in manifest else {}),
     }
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     return hashlib.sha256(text.encode("ascii")).hexdigest()

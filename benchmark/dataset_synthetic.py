@@ -1,4 +1,4 @@
-"""Tiny, seeded format-v1 inputs (manifest, samples, arrays) for tests of anything that reads datasets."""
+"""Tiny, seeded dataset inputs (manifest, samples, arrays) for tests of anything that reads datasets."""
 
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ CLASS_RGB = {"tree_cover": (45, 75, 40), "cropland": (120, 140, 70), "built_up":
 SOURCE_CODES = {"tree_cover": [10], "cropland": [40], "built_up": [50]}
 # (UTM CRS, lon/lat of the region origin): MS over northern Italy, RGB over Iowa, far apart.
 REGIONS = {"ms": ("EPSG:32632", 9.2, 45.4), "rgb": ("EPSG:32615", -93.6, 41.6)}
+# Latent truth of the synthetic world (``latent=True``): two sub-types per class, two appearance factors.
+LATENT_SUBTYPES = ("a", "b")
+LATENT_FACTORS = ["brightness", "moisture"]
 
 
 def _footprint(transformer: Transformer, x: float, y: float, size_m: float) -> Polygon:
@@ -29,7 +32,7 @@ def _footprint(transformer: Transformer, x: float, y: float, size_m: float) -> P
 
 
 def make_synthetic_dataset_inputs(
-    seed: int = 0, *, per_class_split: int = 2, ms_px: int = 8, rgb_px: int = 16
+    seed: int = 0, *, per_class_split: int = 2, ms_px: int = 8, rgb_px: int = 16, latent: bool = False
 ) -> tuple[dict[str, Any], gpd.GeoDataFrame, dict[str, np.ndarray]]:
     """Return ``(manifest, samples, arrays)`` ready for ``write_dataset``.
 
@@ -42,6 +45,10 @@ def make_synthetic_dataset_inputs(
         per_class_split: Chips per (class, split, modality).
         ms_px: MS chip size in pixels (10 m GSD).
         rgb_px: RGB chip size in pixels (0.6 m GSD).
+        latent: Also emit latent truth (format v2): per chip a class composition (its label's
+            share in [0.6, 1], the rest spread over the other classes), a sub-type
+            ``<class>/a`` or ``<class>/b`` and two factors (standard normal), drawn from their
+            own RNG, so every other column and the arrays are those of ``latent=False``.
     """
     rng = np.random.default_rng(seed)
     names = list(CLASS_REFLECTANCE)
@@ -99,7 +106,23 @@ def make_synthetic_dataset_inputs(
         "splits": {"policy": "spatial-blocks", "fractions": {"train": 1 / 3, "val": 1 / 3, "test": 1 / 3}},
     }
     samples = gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:4326")
+    if latent:
+        manifest["latent"] = {"factors": list(LATENT_FACTORS),
+                              "subtypes": [f"{n}/{t}" for n in names for t in LATENT_SUBTYPES],
+                              "source": "synthetic-tiny (random latent truth)"}
+        samples = samples.assign(**_latent_columns(np.random.default_rng([seed, 17]), samples, len(names)))
     return manifest, samples, {m: np.stack(chips) for m, chips in arrays.items()}
+
+
+def _latent_columns(rng: np.random.Generator, samples: gpd.GeoDataFrame, n_classes: int) -> dict[str, list]:
+    composition, subtype, factors = [], [], []
+    for label, name in zip(samples["label"], samples["label_name"]):
+        share = rng.uniform(0.6, 1.0)
+        rest = rng.dirichlet(np.ones(n_classes - 1)) * (1.0 - share)
+        composition.append(np.insert(rest, int(label), share).tolist())
+        subtype.append(f"{name}/{LATENT_SUBTYPES[int(rng.integers(len(LATENT_SUBTYPES)))]}")
+        factors.append(rng.normal(size=len(LATENT_FACTORS)).tolist())
+    return {"latent_composition": composition, "latent_subtype": subtype, "latent_factors": factors}
 
 
 def _chip(rng: np.random.Generator, modality: str, name: str, px: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Writer side of dataset format v1: output-path safety, staging, durable payload, atomic swap."""
+"""Writer side of the dataset format (writes v2): output-path safety, staging, durable payload, atomic swap."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 
 from ackd_bench.benchmark.dataset_files import (
     atomic_write_bytes,
@@ -120,12 +121,19 @@ def swap_into_place(staging: Path, out_dir: Path) -> None:
 
 
 def normalise_samples(samples: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    """Return the table with v1 column order and dtypes, rows ordered by modality, array_index."""
+    """Return the table with the format's column order and dtypes, rows ordered by modality, array_index.
+
+    Number lists (the latent columns) become float64 arrays, stored as parquet list<double> (also
+    when every list is empty, where a plain Python list would leave the element type unknown).
+    """
     columns = {**SAMPLE_COLUMNS, **{c: k for c, k in OPTIONAL_SAMPLE_COLUMNS.items() if c in samples.columns}}
     table = samples[list(columns)].copy()
     for column, kind in columns.items():
         if kind in ("int", "float", "str"):
             table[column] = table[column].astype({"int": "int64", "float": "float64", "str": str}[kind])
+        elif kind == "floats":
+            arrays = [np.asarray(v, dtype=np.float64) for v in table[column]]
+            table[column] = pd.Series(arrays, index=table.index, dtype=object)
     order = table["modality"].map({m: i for i, m in enumerate(MODALITIES)})
     table = table.iloc[np.lexsort((table["array_index"].to_numpy(), order.to_numpy()))]
     return table.reset_index(drop=True)

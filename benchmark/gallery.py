@@ -99,3 +99,69 @@ def build_gallery(teacher: Classifier, data: ModalityData, px: int, precision: s
     return TeacherGallery(logits=torch.cat([p.logits for p in parts]),
                           features=torch.cat([p.features for p in parts]),
                           feature_map=torch.cat([p.feature_map for p in parts]).contiguous())
+
+
+class ClassMeans:
+    """Running class means of teacher outputs, in float64, for the ``class-mean`` pairing control.
+
+    What is averaged, per class k over the teacher's training chips of that class:
+
+    * logits: the class distributions at temperature T, p̄_k = mean_i softmax(z_i / T); the row's
+      logits are T·log p̄_k (p̄ clamped at float32's smallest normal, so no −inf), shifted by a
+      constant so their mean over classes equals the chips' mean logit. Then softmax(row / T) is
+      exactly p̄_k: a loss that softens the teacher at T (KD, DKD, C²KD) sees the mean
+      *distribution*, which averaging logits would not give (the softmax of a mean logit is
+      sharper than the mean softmax). Losses that transform logits first (LSKD's standardisation,
+      CTKD's learned τ) or read them raw (logit regression) see these logits, an approximation.
+    * features and feature maps: their plain means (for feature-based methods).
+    """
+
+    def __init__(self, n_classes: int, temperature: float) -> None:
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.n_classes, self.temperature = n_classes, float(temperature)
+        self.count: Tensor | None = None
+        self.sums: dict[str, Tensor] = {}
+        self.dtype = torch.float32
+
+    def add(self, out: ModelOutput, labels: Tensor) -> None:
+        """Add a batch of teacher outputs and their (N,) int64 class labels."""
+        parts = {"probabilities": torch.softmax(out.logits.double() / self.temperature, dim=1),
+                 "level": out.logits.double().mean(dim=1, keepdim=True),
+                 "features": out.features.double(), "feature_map": out.feature_map.double()}
+        self.dtype = out.logits.dtype
+        for name, value in parts.items():
+            total = value.new_zeros((self.n_classes, *value.shape[1:])).index_add_(0, labels, value)
+            self.sums[name] = self.sums[name] + total if name in self.sums else total
+        counted = torch.bincount(labels, minlength=self.n_classes)
+        self.count = counted if self.count is None else self.count + counted
+
+    def gallery(self) -> TeacherGallery:
+        """A K-row gallery: row k holds class k's mean outputs (rows in the teacher outputs' dtype).
+
+        Raises:
+            ValueError: a class had no chips.
+        """
+        if self.count is None or (self.count == 0).any():
+            raise ValueError("every class needs at least one teacher training chip for its class mean")
+        mean = {k: v / self.count.view(-1, *([1] * (v.dim() - 1))).double() for k, v in self.sums.items()}
+        tiny = torch.finfo(torch.float32).tiny
+        logits = self.temperature * mean["probabilities"].clamp_min(tiny).log()
+        logits = logits - logits.mean(dim=1, keepdim=True) + mean["level"]
+        return TeacherGallery(logits=logits.to(self.dtype), features=mean["features"].to(self.dtype),
+                              feature_map=mean["feature_map"].to(self.dtype).contiguous())
+
+
+@torch.no_grad()
+def class_mean_gallery(teacher: Classifier, data: ModalityData, px: int, n_classes: int, *, temperature: float,
+                       precision: str = "fp32", batch_size: int = 512, channels_last: bool = False) -> TeacherGallery:
+    """The ``class-mean`` control's gallery: K rows, row k the class-k mean of the teacher's outputs on its
+    training chips (see :class:`ClassMeans`); a student chip of class k reads row k.
+
+    Always built (K rows fit any budget), whatever the size of the instance gallery would be.
+    """
+    means = ClassMeans(n_classes, temperature)
+    rows = torch.arange(data.x["train"].shape[0], device=data.y["train"].device)
+    for r in rows.split(batch_size):
+        means.add(teacher_outputs(teacher, data, r, px, precision, channels_last=channels_last), data.y["train"][r])
+    return means.gallery()

@@ -38,6 +38,10 @@ SCHEMA: dict[str, Any] = {
 }
 
 
+# Optional: diagnostics.partner_quality (datasets with latent truth); these entries are always there.
+PARTNER_QUALITY_ENTRIES = ("random_same_class", "oracle")
+
+
 class ResultSchemaError(AckdBenchError):
     """A RunResult JSON does not follow the schema."""
 
@@ -58,6 +62,28 @@ def validate_run_result(result: dict[str, Any], *, source: str = "result") -> No
             raise ResultSchemaError(f"{source}: metrics.{split}.oa must be a fraction in [0, 1]")
         if len(m["per_class_accuracy"]) != n_classes or len(m["confusion"]) != n_classes:
             raise ResultSchemaError(f"{source}: metrics.{split} must have one entry per class ({n_classes})")
+    if "partner_quality" in result["diagnostics"]:
+        _check_partner_quality(result["diagnostics"]["partner_quality"], source)
+
+
+def _check_partner_quality(quality: Any, source: str) -> None:
+    """Each entry: ``composition_distance`` a number ≥ 0 (or null: no partners) and ``subtype_agreement``
+    a share in [0, 1] (or null: no sub-type known)."""
+    where = f"{source}: diagnostics.partner_quality"
+    if not isinstance(quality, dict) or not all(k in quality for k in PARTNER_QUALITY_ENTRIES):
+        raise ResultSchemaError(f"{where} must be an object with {', '.join(PARTNER_QUALITY_ENTRIES)}")
+    for name, entry in quality.items():
+        if not isinstance(entry, dict):
+            continue  # counts and the definition text
+        distance, agreement = entry.get("composition_distance"), entry.get("subtype_agreement")
+        if distance is not None and not (_is_number(distance) and distance >= 0):
+            raise ResultSchemaError(f"{where}.{name}.composition_distance must be a number >= 0 or null")
+        if agreement is not None and not (_is_number(agreement) and 0 <= agreement <= 1):
+            raise ResultSchemaError(f"{where}.{name}.subtype_agreement must be a share in [0, 1] or null")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check(value: Any, spec: Any, source: str, path: str) -> None:

@@ -11,20 +11,23 @@ from typing import Any
 
 import torch
 
-from ackd_bench.benchmark.data import load_modality, true_partners
+from ackd_bench.benchmark.data import (PAIRINGS, PairingError, load_modality, oracle_partners, partner_quality,
+                                       true_partners)
 from ackd_bench.benchmark.dataset import load_dataset
 from ackd_bench.benchmark.errors import AckdBenchError
-from ackd_bench.benchmark.method import COMPILE_MODES, DataInfo, create_method, method_config
+from ackd_bench.benchmark.method import COMPILE_MODES, DataInfo, create_method, get_method_class, method_config
 from ackd_bench.benchmark.models import create_classifier
 from ackd_bench.benchmark.protocol import Profile
 from ackd_bench.benchmark.results import RESULT_SCHEMA_VERSION, write_run_result
 from ackd_bench.benchmark.teacher import get_teacher
-from ackd_bench.benchmark.train import epoch_timing, fit
+from ackd_bench.benchmark.train import epoch_timing, fit, picks_own_partners, target_temperature
 from ackd_bench.benchmark.version import package_version
 
 PAIRING_POLICY = "random-same-class-per-epoch"
 MULTILABEL_POLICY = "random-carrying-class-per-epoch"
 TRUE_PAIRS_POLICY = "true-pairs, else random-same-class-per-epoch"
+ORACLE_POLICY = "oracle: same-class teacher chip nearest in latent truth, fixed"
+CLASS_MEAN_POLICY = "class-mean: the teacher's class-mean outputs, no instance partner"
 
 
 class DeviceError(AckdBenchError):
@@ -51,25 +54,60 @@ def check_compile_mode(mode: str, device: torch.device) -> None:
                           "use --compile default (or off) on the CPU")
 
 
+def pairing_applies(method: str) -> bool:
+    """True if ``--pairing`` can change how ``method`` is taught: it uses a teacher and takes the
+    harness's partners (SemBridge, which matches its own, does not)."""
+    cls = get_method_class(method)
+    return cls.uses_teacher and not picks_own_partners(cls)
+
+
+def check_pairing(method: str, pairing: str) -> None:
+    """Fail before any data is loaded when ``pairing`` is unknown or makes no sense for ``method``."""
+    if pairing not in PAIRINGS:
+        raise PairingError(f"unknown pairing {pairing!r}; use one of {', '.join(PAIRINGS)}")
+    if pairing == "permuted" or pairing_applies(method):
+        return
+    why = ("uses no teacher" if not get_method_class(method).uses_teacher
+           else "picks its own teacher partners (its matching is the pairing)")
+    raise PairingError(f"--pairing {pairing} does not apply to {method!r}, which {why}; use --pairing permuted")
+
+
+def check_pairing_data(ds: Any, pairing: str) -> None:
+    """Fail before any training when the dataset cannot serve ``pairing``."""
+    if pairing == "oracle" and not ds.has_latent:
+        raise PairingError(f"dataset {ds.manifest['name']} at {ds.root} has no latent truth (latent_composition, "
+                           "latent_subtype, latent_factors columns and a 'latent' manifest block), which --pairing "
+                           "oracle needs; use a dataset built with latent truth (format v2)")
+    if pairing == "class-mean" and ds.manifest["modalities"]["ms"]["label_type"] == "multi":
+        raise PairingError(f"dataset {ds.manifest['name']} at {ds.root} has a multi-label MS side; --pairing "
+                           "class-mean needs single-label teacher chips")
+
+
 def run_experiment(dataset: Path, *, method: str, arch: str, teacher_arch: str | None, seeds: list[int],
                    profile: Profile, device: str = "auto", out: Path = Path("results"),
                    resume: bool = False, progress: bool = True, teacher_checkpoint: Path | None = None,
-                   method_options: dict[str, Any] | None = None, compile_mode: str = "off") -> list[dict[str, Any]]:
+                   method_options: dict[str, Any] | None = None, compile_mode: str = "off",
+                   pairing: str = "permuted") -> list[dict[str, Any]]:
     """Train the teacher (or reuse it) and the student for each seed; write one RunResult per seed.
 
     ``compile_mode`` (``off``, ``default``, ``reduce-overhead``) runs the training forward
     passes through ``torch.compile`` (:meth:`Method.compile_student`); it is recorded in
-    ``timing.compile``.
+    ``timing.compile``. ``pairing`` picks the teacher partners of harness-paired methods
+    (:data:`benchmark.data.PAIRINGS`); other than ``permuted`` it joins the label
+    (``kd[pairing=oracle]``). On datasets with latent truth, every teacher-using run records
+    ``diagnostics.partner_quality`` (:func:`benchmark.data.partner_quality`).
 
     Returns:
         The RunResult dicts, in seed order (each also written to ``out``).
     """
     method_config(method, method_options)  # unknown names and options fail before any data is loaded
-    label = method_label(method, method_options)
+    check_pairing(method, pairing)
+    label = method_label(method, method_options, pairing)
     teacher_arch = teacher_arch or arch
     dev = resolve_device(device)
     check_compile_mode(compile_mode, dev)
     ds = load_dataset(dataset)
+    check_pairing_data(ds, pairing)
     results = []
     for seed in seeds:
         rgb = load_modality(ds, "rgb", dev, max_train_per_class=profile.max_train_per_class, seed=seed)
@@ -82,16 +120,23 @@ def run_experiment(dataset: Path, *, method: str, arch: str, teacher_arch: str |
         m = create_method(method, student=student, teacher=teacher, info=info, **(method_options or {})).to(dev)
         run_id = f"{ds.manifest['name']}-{ds.fingerprint[:8]}__{teacher_arch}__{arch}__{label}__seed{seed}"
         ckpt = Path(out) / "checkpoints" / f"{run_id}.pt"
-        pairs = true_partners(ds, rgb, ms)
+        pairs = true_partners(ds, rgb, ms) if pairing == "permuted" else None
+        fixed = oracle_partners(rgb, ms) if pairing == "oracle" else pairs
         fitted = fit(m, rgb, ms, profile, seed=seed, student_px=profile.student_px, teacher_px=profile.teacher_px,
                      epochs=profile.epochs, checkpoint=ckpt, resume=resume, progress=progress,
-                     desc=f"{method} seed {seed}", fixed_partners=pairs, compile_mode=compile_mode,
+                     desc=f"{method} seed {seed}", fixed_partners=fixed, compile_mode=compile_mode, pairing=pairing,
                      context={"fingerprint": ds.fingerprint,
                               "teacher_bands": list(ds.manifest["modalities"]["ms"].get("bands", []))})
         own_policy = getattr(m, "pairing_policy", None)
-        pairing = ("none" if not m.uses_teacher else own_policy if own_policy
-                   else TRUE_PAIRS_POLICY if pairs is not None
-                   else MULTILABEL_POLICY if ms.sets is not None else PAIRING_POLICY)
+        policy = ("none" if not m.uses_teacher else own_policy if own_policy
+                  else ORACLE_POLICY if pairing == "oracle" else CLASS_MEAN_POLICY if pairing == "class-mean"
+                  else TRUE_PAIRS_POLICY if pairs is not None
+                  else MULTILABEL_POLICY if ms.sets is not None else PAIRING_POLICY)
+        controls = ({} if pairing == "permuted" else {"pairing_control": pairing}) | (
+            {"class_mean_temperature": target_temperature(m.cfg)} if pairing == "class-mean" else {})
+        quality = ({"partner_quality": partner_quality(rgb, ms, {} if fitted.partners is None
+                                                       else {"used": fitted.partners})}
+                   if ds.has_latent and m.uses_teacher else {})
         result = {
             "schema_version": RESULT_SCHEMA_VERSION,
             "run_id": run_id,
@@ -108,12 +153,12 @@ def run_experiment(dataset: Path, *, method: str, arch: str, teacher_arch: str |
             "protocol": {**{k: v for k, v in asdict(profile).items() if k != "name"}, "profile": profile.name,
                          "optimizer": "adam", "selection": "best val OA; test evaluated once",
                          "teacher_augment": False,  # the frozen teacher sees its chips as they are
-                         "pairing": pairing,
+                         "pairing": policy, **controls,
                          "true_pairs": (int((pairs >= 0).sum()) if pairs is not None and m.uses_teacher and not own_policy
                                         else 0)},
             "metrics": {"val": fitted.val, "test": fitted.test, "selected_epoch": fitted.selected_epoch},
             "predictions": test_predictions(rgb.ids["test"], fitted.test_predictions),
-            "diagnostics": {"history": fitted.history, **m.diagnostics()},
+            "diagnostics": {"history": fitted.history, **m.diagnostics(), **quality},
             "timing": {"total_s": fitted.total_s, "step_s": fitted.step_s,
                        "images_per_s": profile.batch_size / fitted.step_s if fitted.step_s else 0.0,
                        **epoch_timing(fitted.epoch_times), "teacher_outputs": fitted.teacher_outputs,
@@ -142,12 +187,16 @@ def test_predictions(sample_ids, predicted: list[int]) -> dict[str, Any]:
             "sha256": digest}
 
 
-def method_label(method: str, options: dict[str, Any] | None) -> str:
-    """The name a run is filed and tabulated under: the method, plus the options given explicitly.
+def method_label(method: str, options: dict[str, Any] | None, pairing: str = "permuted") -> str:
+    """The name a run is filed and tabulated under: the method, plus the options given explicitly
+    and a pairing other than the default.
 
-    ``method_label("sembridge", {"ssm": False})`` is ``"sembridge[ssm=false]"``, so ablations and
-    option sweeps never overwrite each other's results or merge into one table row.
+    ``method_label("sembridge", {"ssm": False})`` is ``"sembridge[ssm=false]"`` and
+    ``method_label("kd", None, "oracle")`` is ``"kd[pairing=oracle]"``, so ablations, option sweeps
+    and pairing controls never overwrite each other's results or merge into one table row.
     """
+    if pairing != "permuted":
+        options = {**(options or {}), "pairing": pairing}
     if not options:
         return method
     import json

@@ -14,7 +14,7 @@ from ackd_bench.benchmark.errors import AckdBenchError
 GRID_DIR = Path(__file__).parent / "grids"
 GRID_SCHEMA_VERSION = 1
 GRID_KEYS = {"schema_version", "name", "description", "datasets", "pairs", "methods", "seeds", "profile",
-             "profile_overrides"}
+             "profile_overrides", "pairing"}
 
 
 class GridError(AckdBenchError):
@@ -23,16 +23,17 @@ class GridError(AckdBenchError):
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """One method of a grid with the options it runs with (they become part of its table label)."""
+    """One method of a grid with the options and teacher pairing it runs with (both join its table label)."""
 
     name: str
     options: dict[str, Any] = field(default_factory=dict)
+    pairing: str = "permuted"
 
     @property
     def label(self) -> str:
         from ackd_bench.benchmark.runner import method_label
 
-        return method_label(self.name, self.options)
+        return method_label(self.name, self.options, self.pairing)
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def list_grids() -> list[str]:
 
 
 def load_grid(name_or_path: str | Path, *, datasets: list[Path] | None = None,
-              seeds: list[int] | None = None) -> Grid:
+              seeds: list[int] | None = None, pairing: str | None = None) -> Grid:
     """Read and validate a grid: a built-in name (``paper``) or a YAML file.
 
     Args:
@@ -77,6 +78,7 @@ def load_grid(name_or_path: str | Path, *, datasets: list[Path] | None = None,
         datasets: replace the grid's datasets (``--dataset``); relative paths in the file are
             resolved against the file's folder.
         seeds: replace the grid's seeds.
+        pairing: replace the grid's ``pairing`` (``--pairing``; see :func:`parse_grid`).
 
     Raises:
         GridError: unknown grid, unknown key, method, option, architecture or profile, or no datasets.
@@ -91,14 +93,22 @@ def load_grid(name_or_path: str | Path, *, datasets: list[Path] | None = None,
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise GridError(f"{path}: not valid YAML ({err})") from None
-    return parse_grid(data, source=str(path), base=path.parent, datasets=datasets, seeds=seeds)
+    return parse_grid(data, source=str(path), base=path.parent, datasets=datasets, seeds=seeds, pairing=pairing)
 
 
 def parse_grid(data: Any, *, source: str = "grid", base: Path = Path("."), datasets: list[Path] | None = None,
-               seeds: list[int] | None = None) -> Grid:
-    """Validate a grid's parsed YAML (see :func:`load_grid`)."""
+               seeds: list[int] | None = None, pairing: str | None = None) -> Grid:
+    """Validate a grid's parsed YAML (see :func:`load_grid`).
+
+    Teacher pairing (``benchmark.data.PAIRINGS``): the grid's top-level ``pairing`` (or the
+    ``pairing`` argument, which replaces it) applies to every method it can apply to (methods that
+    use a teacher and take the harness's partners); the others run as always. A method entry's
+    own ``pairing`` applies to that method and must make sense for it.
+    """
+    from ackd_bench.benchmark.data import PAIRINGS
     from ackd_bench.benchmark.method import list_methods, method_config
     from ackd_bench.benchmark.protocol import PROFILES, Profile
+    from ackd_bench.benchmark.runner import check_pairing, pairing_applies
 
     if not isinstance(data, dict):
         raise GridError(f"{source}: a grid is a mapping with keys {', '.join(sorted(GRID_KEYS))}")
@@ -120,17 +130,24 @@ def parse_grid(data: Any, *, source: str = "grid", base: Path = Path("."), datas
             _check_arch(arch, f"{source}: pairs[{i}]")
         pairs.append((pair["teacher"], pair["student"]))
 
+    default_pairing = pairing if pairing is not None else data.get("pairing", "permuted")
+    if default_pairing not in PAIRINGS:
+        raise GridError(f"{source}: unknown pairing {default_pairing!r}; use one of {', '.join(PAIRINGS)}")
     known = list_methods()
     methods = []
     for i, entry in enumerate(data["methods"]):
-        name, options = (entry, {}) if isinstance(entry, str) else _method_entry(entry, f"{source}: methods[{i}]")
+        name, options, own = ((entry, {}, None) if isinstance(entry, str)
+                              else _method_entry(entry, f"{source}: methods[{i}]"))
         if name not in known:
             raise GridError(f"{source}: methods[{i}]: unknown method {name!r}; known methods: {', '.join(known)}")
         try:
             method_config(name, options)
+            if own is not None:
+                check_pairing(name, own)
         except (AckdBenchError, TypeError, ValueError) as err:
             raise GridError(f"{source}: methods[{i}] ({name}): {err}") from None
-        methods.append(MethodSpec(name, dict(options)))
+        chosen = own if own is not None else default_pairing if pairing_applies(name) else "permuted"
+        methods.append(MethodSpec(name, dict(options), chosen))
     labels = [m.label for m in methods]
     if len(set(labels)) != len(labels):
         raise GridError(f"{source}: a method is listed twice with the same options ({', '.join(labels)})")
@@ -161,13 +178,14 @@ def parse_grid(data: Any, *, source: str = "grid", base: Path = Path("."), datas
                 methods=tuple(methods), seeds=tuple(seed_list), profile=profile, profile_overrides=dict(overrides))
 
 
-def _method_entry(entry: Any, where: str) -> tuple[str, dict]:
-    if not isinstance(entry, dict) or "method" not in entry or set(entry) - {"method", "options"}:
-        raise GridError(f"{where}: a method is a name or a mapping {{method: NAME, options: {{KEY: VALUE}}}}")
+def _method_entry(entry: Any, where: str) -> tuple[str, dict, str | None]:
+    if not isinstance(entry, dict) or "method" not in entry or set(entry) - {"method", "options", "pairing"}:
+        raise GridError(f"{where}: a method is a name or a mapping "
+                        "{method: NAME, options: {KEY: VALUE}, pairing: permuted|oracle|class-mean}")
     options = entry.get("options") or {}
     if not isinstance(options, dict):
         raise GridError(f"{where}: 'options' must be a mapping of option names to values")
-    return entry["method"], options
+    return entry["method"], options, entry.get("pairing")
 
 
 def _check_arch(arch: Any, where: str) -> None:
@@ -187,13 +205,17 @@ def expand_grid(grid: Grid) -> list[Run]:
     Raises:
         DatasetNotFoundError, DatasetCorruptError: a dataset cannot be opened (structure only is
             checked here; each run verifies the checksums itself).
+        PairingError: a dataset cannot serve a method's pairing (oracle without latent truth).
     """
     from ackd_bench.benchmark.dataset import load_dataset
     from ackd_bench.benchmark.results import result_filename
+    from ackd_bench.benchmark.runner import check_pairing_data
 
     runs = []
     for path in grid.datasets:
         ds = load_dataset(path, verify=False)
+        for pairing in sorted({spec.pairing for spec in grid.methods}):
+            check_pairing_data(ds, pairing)
         dataset = {"name": ds.manifest["name"], "fingerprint": ds.fingerprint}
         for teacher, student in grid.pairs:
             for spec in grid.methods:
@@ -219,7 +241,8 @@ def cache_keys(run: Run) -> tuple[tuple, ...]:
 
 
 def train_run(dataset: str, method: str, options: dict, teacher: str, student: str, seed: int,
-              profile: dict, device: str, out: str, torch_threads: int, compile_mode: str = "off") -> str:
+              profile: dict, device: str, out: str, torch_threads: int, compile_mode: str = "off",
+              pairing: str = "permuted") -> str:
     """One sweep task, run on a dask worker: train and write one RunResult; returns its file name."""
     import torch
 
@@ -231,7 +254,7 @@ def train_run(dataset: str, method: str, options: dict, teacher: str, student: s
         torch.set_num_threads(torch_threads)
     [result] = run_experiment(Path(dataset), method=method, arch=student, teacher_arch=teacher, seeds=[seed],
                               profile=Profile(**profile), device=device, out=Path(out), progress=False,
-                              method_options=options or None, compile_mode=compile_mode)
+                              method_options=options or None, compile_mode=compile_mode, pairing=pairing)
     return result_filename(result)
 
 
@@ -300,7 +323,7 @@ def _schedule(client, todo: list[Run], report: SweepReport, *, profile: dict, de
             pending.remove(run)
             future = client.submit(train_run, str(run.dataset), run.method.name, run.method.options, run.teacher,
                                    run.student, run.seed, profile, device, str(out), threads, compile_mode,
-                                   key=f"run-{run.filename}",
+                                   run.method.pairing, key=f"run-{run.filename}",
                                    pure=False, retries=retries, resources=resources)
             running[future] = run
             completed.add(future)

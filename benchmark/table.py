@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ackd_bench.benchmark.results import ResultSchemaError, run_label, validate_run_result
+from ackd_bench.benchmark.stats import minimum_detectable_difference, pooled_std
 
 FORMATS = ("csv", "json", "latex", "md")
 SPLITS = ("val", "test")
@@ -36,6 +37,8 @@ def aggregate(results: list[dict], *, metric: str = "oa", split: str = "test", n
     dataset are never averaged together. Where results carry the teacher's own score
     (``teacher.metrics["{split}_{metric}"]``), one extra row per group, method ``"teacher (MS)"``
     and kind ``"teacher"``, holds it (one value per distinct teacher checkpoint and seed).
+    Every row also carries its dataset block's minimum detectable difference, ``mdd`` (see
+    :func:`grid_mdd`; paired by test chip only for the test OA of runs with predictions).
 
     Args:
         results: RunResult dicts (e.g. from :func:`~ackd_bench.benchmark.results.load_run_results`).
@@ -48,7 +51,7 @@ def aggregate(results: list[dict], *, metric: str = "oa", split: str = "test", n
     Returns:
         Rows sorted by dataset, fingerprint, teacher→student pair and method order, each with
         ``dataset, dataset_version, fingerprint, teacher, student, pair, method, kind, metric,
-        split, n, seeds, values, mean, std, ci_low, ci_high, ci_level``; all scores in percent.
+        split, n, seeds, values, mean, std, ci_low, ci_high, ci_level, mdd``; all scores in percent.
 
     Raises:
         ResultSchemaError: a result is not a valid RunResult, or two results are the same run
@@ -64,6 +67,8 @@ def aggregate(results: list[dict], *, metric: str = "oa", split: str = "test", n
     runs: dict[tuple, dict[int, float]] = defaultdict(dict)
     run_ids: dict[tuple, str] = {}
     teachers: dict[tuple, dict[tuple[int, str], float]] = defaultdict(dict)
+    # (dataset, fingerprint) -> (teacher, student, seed) -> method -> {sample_id: predicted class}
+    predictions: dict[tuple, dict[tuple, dict[str, dict[str, int]]]] = defaultdict(lambda: defaultdict(dict))
     versions: dict[tuple[str, str], str] = {}
     for result in results:
         source = f"run {result.get('run_id', '?')!r}" if isinstance(result, dict) else "result"
@@ -81,6 +86,8 @@ def aggregate(results: list[dict], *, metric: str = "oa", split: str = "test", n
         runs[key][run_seed] = _fraction(result["metrics"][split][metric], f"{source}: metrics.{split}.{metric}")
         run_ids[(*key, run_seed)] = result["run_id"]
         _collect_teacher(result, f"{split}_{metric}", teachers[column], source)
+        if metric == "oa" and split == "test" and "predictions" in result:
+            predictions[column[:2]][(column[2], column[3], run_seed)][key[4]] = run_predictions(result, source)
 
     rows = []
     for key, by_seed in runs.items():
@@ -95,7 +102,65 @@ def aggregate(results: list[dict], *, metric: str = "oa", split: str = "test", n
                              versions[column[:2]], metric, split, n_boot, seed))
     rows.sort(key=lambda r: (r["dataset"], r["fingerprint"], r["teacher"], r["student"],
                              method_sort_key(r["method"], r["kind"])))
+    blocks: dict[tuple, list[Row]] = defaultdict(list)
+    for r in rows:
+        if r["kind"] == "method":
+            blocks[(r["dataset"], r["fingerprint"])].append(r)
+    mdd = {block: grid_mdd(method_rows, predictions.get(block, {})) for block, method_rows in blocks.items()}
+    for r in rows:
+        r["mdd"] = mdd.get((r["dataset"], r["fingerprint"]))
     return rows
+
+
+def run_predictions(result: dict, source: str = "result") -> dict[str, int]:
+    """``{sample_id: predicted class}`` from a RunResult's ``predictions`` (see ``runner.test_predictions``).
+
+    Raises:
+        ResultSchemaError: no predictions, or malformed ones (lengths differ, a chip listed twice).
+    """
+    pred = result.get("predictions")
+    if not (isinstance(pred, dict) and isinstance(pred.get("sample_ids"), list)
+            and isinstance(pred.get("predicted"), list)):
+        raise ResultSchemaError(f"{source}: no test predictions (predictions.sample_ids and .predicted); "
+                                "rerun it with this ackd-bench version")
+    ids, predicted = pred["sample_ids"], pred["predicted"]
+    if len(ids) != len(predicted) or len(set(ids)) != len(ids):
+        raise ResultSchemaError(f"{source}: predictions must give one class per test chip, each chip once "
+                                f"({len(ids)} sample ids, {len(set(ids))} distinct, {len(predicted)} classes)")
+    return {str(s): int(p) for s, p in zip(ids, predicted)}
+
+
+def grid_mdd(method_rows: list[Row], predictions: dict[tuple, dict[str, dict[str, int]]]) -> dict[str, Any]:
+    """Minimum detectable difference (points; α = 0.05, power 0.8) of one dataset's grid of method rows.
+
+    Two-sample over seeds: the rows' pooled seed std and n = the most common number of seeds
+    per row (ties: the smaller). Paired by test chip (test OA only): ψ = the share of chips on
+    which two methods predict different classes, averaged over every two methods of a column on
+    a shared seed with the same chips. Two runs that predict the same class are both right or
+    both wrong, so ψ bounds the discordance from above and the paired MDD is an upper bound
+    (:func:`~ackd_bench.benchmark.stats.paired_mdd`, over seeds × chips pairs).
+
+    Args:
+        method_rows: rows of kind ``"method"`` of one (dataset, fingerprint).
+        predictions: ``{(teacher, student, seed): {method: {sample_id: class}}}`` of the block.
+
+    Returns:
+        :func:`~ackd_bench.benchmark.stats.minimum_detectable_difference`'s dict, ``discordance``
+        being the prediction-disagreement bound ψ.
+    """
+    counts = [r["n"] for r in method_rows]
+    n_seeds = min(set(counts), key=lambda n: (-counts.count(n), n))
+    rates, chips = [], []
+    for by_method in predictions.values():
+        runs = [by_method[m] for m in sorted(by_method)]
+        for i, a in enumerate(runs):
+            for b in runs[i + 1:]:
+                if a.keys() == b.keys() and a:
+                    rates.append(sum(a[s] != b[s] for s in a) / len(a))
+                    chips.append(len(a))
+    return minimum_detectable_difference(
+        std=pooled_std([r["std"] for r in method_rows], counts), n_seeds=n_seeds,
+        n_chips=min(chips) if chips else None, discordance=float(np.mean(rates)) if rates else None)
 
 
 def _fraction(value: Any, where: str) -> float:
@@ -212,9 +277,10 @@ def render_table(rows: list[Row], fmt: str) -> str:
 
     Args:
         rows: rows from :func:`aggregate` (possibly filtered; best marks are recomputed).
-        fmt: ``"md"`` (grid of mean ± std with the best in bold, then a grid of 95 % CIs),
-            ``"csv"`` (long format, one line per cell), ``"latex"`` (booktabs tabulars) or
-            ``"json"`` (the rows with a ``best`` field).
+        fmt: ``"md"`` (grid of mean ± std with the best in bold, a grid of 95 % CIs, then a
+            line on the minimum detectable difference), ``"csv"`` (long format, one line per
+            cell), ``"latex"`` (booktabs tabulars) or ``"json"`` (the rows with ``best`` and
+            ``mdd`` fields).
 
     Raises:
         ValueError: unknown format (the message lists the formats).
@@ -244,6 +310,22 @@ def metric_heading(rows: list[Row]) -> str:
     return f"{rows[0]['split']} {METRIC_LABELS[rows[0]['metric']]} (%)"
 
 
+def mdd_text(mdd: dict[str, Any]) -> str:
+    """One line on a grid's minimum detectable differences (from :func:`grid_mdd`)."""
+    parts = []
+    if mdd["two_sample"] is None:
+        parts.append("between two rows, not computable with fewer than 2 seeds per row")
+    else:
+        parts.append(f"{mdd['two_sample']:.1f} points between two rows over {mdd['n_seeds']} seeds "
+                     f"(two-sample t-test, pooled seed std {mdd['std']:.1f})")
+    if mdd["paired"] is not None:
+        parts.append(f"at most {mdd['paired']:.1f} points paired by test chip ({mdd['n_seeds']} seeds × "
+                     f"{mdd['n_chips']} chips, predictions differ on {mdd['discordance']:.1%} of chips; "
+                     "`ackd-bench compare` tests such differences)")
+    return (f"Minimum detectable difference (α = {mdd['alpha']:g}, power {mdd['power']:g}): "
+            + "; ".join(parts) + ".")
+
+
 def cell_text(r: Row) -> str:
     """``93.7 ± 0.4``: mean ± std in percent, one decimal."""
     return f"{r['mean']:.1f} ± {r['std']:.1f}"
@@ -257,6 +339,8 @@ def _rounded(r: Row, best: bool) -> Row:
     # Four decimals of a percent is far below any seed-to-seed difference; it keeps files readable.
     out = {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
     out["values"] = [round(v, 4) for v in r["values"]]
+    if isinstance(r.get("mdd"), dict):
+        out["mdd"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in r["mdd"].items()}
     out["best"] = best
     return out
 
@@ -309,6 +393,10 @@ def _render_md(rows: list[Row]) -> str:
         out.append("")
         grid(lambda r, best: f"[{r['ci_low']:.1f}, {r['ci_high']:.1f}] n={r['n']}")
         out.append("")
+        mdd = next((r["mdd"] for r, _ in block["cells"].values() if r.get("mdd")), None)
+        if mdd:
+            out.append(mdd_text(mdd))
+            out.append("")
     return "\n".join(out)
 
 

@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ackd_bench.benchmark.data import ModalityData, draw_flips, pair_carrying_class, pair_same_class
-from ackd_bench.benchmark.gallery import build_gallery
+from ackd_bench.benchmark.data import (PAIRINGS, ModalityData, PairingError, draw_flips, pair_carrying_class,
+                                       pair_same_class)
+from ackd_bench.benchmark.gallery import build_gallery, class_mean_gallery
 from ackd_bench.benchmark.errors import AckdBenchError
 from ackd_bench.benchmark.method import Batch, DataInfo, Method, NoConfig
 from ackd_bench.benchmark.models import Classifier
@@ -67,6 +68,22 @@ class FitResult:
     teacher_outputs: str = "none"
     #: The student's ``torch.compile`` mode in training (``off``: eager).
     compile_mode: str = "off"
+    #: Teacher partner (training row) of every student training chip in the last trained epoch, on
+    #: the host; None without a teacher, under ``class-mean`` (no instance partners) or if no epoch ran.
+    partners: Tensor | None = None
+
+
+def picks_own_partners(method: type[Method] | Method) -> bool:
+    """True if the method chooses its teacher partners itself (overrides :meth:`Method.epoch_partners`)."""
+    cls = method if isinstance(method, type) else type(method)
+    return cls.epoch_partners is not Method.epoch_partners
+
+
+def target_temperature(cfg: Any) -> float:
+    """The temperature the ``class-mean`` control averages the teacher's distributions at: the
+    method's ``temperature`` option where it has a fixed one, else 1."""
+    value = getattr(cfg, "temperature", None)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else 1.0
 
 
 @torch.no_grad()
@@ -101,7 +118,7 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
         *, seed: int, student_px: int, teacher_px: int, epochs: int, checkpoint: Path | None = None,
         resume: bool = False, progress: bool = True, desc: str = "train",
         fixed_partners: Tensor | None = None, context: dict[str, Any] | None = None,
-        teacher_cache: bool = True, compile_mode: str = "off") -> FitResult:
+        teacher_cache: bool = True, compile_mode: str = "off", pairing: str = "permuted") -> FitResult:
     """Train ``method`` and select the epoch with the best validation OA; test once at that epoch.
 
     Before the first epoch: the frozen teacher's outputs for the whole MS training gallery
@@ -110,7 +127,11 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
     runner knows about the dataset). Each epoch: ``on_epoch_start`` (its numbers go into the
     epoch's history row); the method's own partners (``epoch_partners``) or else a fresh
     same-class teacher partner for every student sample (methods that use a teacher), except
-    where ``fixed_partners`` (true co-located pairs, -1 = none) gives one; a seeded shuffle and
+    where ``fixed_partners`` (true co-located pairs or the oracle's, -1 = none) gives one; under
+    ``pairing="class-mean"`` the teacher's outputs are its class means instead
+    (:func:`benchmark.gallery.class_mean_gallery`, at :func:`target_temperature`), and a student
+    chip of class k reads row k. Every pairing draws the same random numbers, so one seed gives the
+    same shuffles and flips under each (and ``permuted`` is what it always was). A seeded shuffle and
     the epoch's flips (student chips only: the frozen teacher sees its chips as they are); Adam
     steps on the sum of the named loss terms. A checkpoint is written after every epoch
     (atomically, by a background thread) so ``resume`` continues a run.
@@ -125,7 +146,15 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
         TrainingError: a loss term is NaN/inf (the first such step and its terms are named), or
             the checkpoint belongs to another run.
         MethodError: an unknown ``compile_mode``, or ``reduce-overhead`` off CUDA.
+        PairingError: an unknown ``pairing``, or one other than ``permuted`` for a method without a
+            teacher or one that picks its own partners; ``class-mean`` with a multi-label teacher.
     """
+    if pairing not in PAIRINGS:
+        raise PairingError(f"unknown pairing {pairing!r}; use one of {', '.join(PAIRINGS)}")
+    if pairing != "permuted" and (not method.uses_teacher or picks_own_partners(method) or teacher_data is None):
+        raise PairingError(f"pairing {pairing!r} needs a method that uses a teacher and the harness's partners")
+    if pairing == "class-mean" and teacher_data.sets is not None:
+        raise PairingError("the class-mean pairing needs a single-label teacher")
     device = student_data.y["train"].device
     on_gpu = device.type == "cuda"
     gen = torch.Generator().manual_seed(seed)
@@ -138,7 +167,11 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
     method.compile_student(compile_mode)
     eval_kw = {"precision": profile.precision, "channels_last": on_gpu}  # evaluated as trained
     gallery = None
-    if method.uses_teacher and teacher_data is not None and teacher_cache:
+    if pairing == "class-mean":
+        gallery = class_mean_gallery(method.teacher, teacher_data, teacher_px, method.info.n_classes,
+                                     temperature=target_temperature(method.cfg), precision=profile.precision,
+                                     channels_last=on_gpu)
+    elif method.uses_teacher and teacher_data is not None and teacher_cache:
         gallery = build_gallery(method.teacher, teacher_data, teacher_px, profile.precision, channels_last=on_gpu)
     method.use_teacher_gallery(gallery)
     method.prepare(student_data, teacher_data, {"seed": seed, "epochs": epochs, "student_px": student_px,
@@ -156,6 +189,7 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
     step_times: list[float] = []
     epoch_times: list[dict[str, float]] = []
     writer = _CheckpointWriter()
+    last_partners: Tensor | None = None
     try:
         for epoch in range(state["epoch"], epochs):
             t_epoch = time.perf_counter()
@@ -168,6 +202,9 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
                     partners = pair_same_class(student_data.y["train"], teacher_data.y["train"], gen)
                 if fixed_partners is not None:
                     partners = torch.where(fixed_partners >= 0, fixed_partners, partners)
+                if pairing == "class-mean":  # the draws above are made all the same: same shuffles and flips
+                    partners = student_data.y["train"]
+            last_partners = partners
             perm = torch.randperm(n_train, generator=gen).to(device)
             flips = draw_flips(n_train, gen, device) if profile.augment else None
             rows = perm.split(profile.batch_size)
@@ -217,8 +254,11 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
                      step_s=float(np.median(warm)), total_s=time.perf_counter() - started,
                      test_predictions=[int(p) for p in predicted],
                      epoch_times=epoch_times,
-                     teacher_outputs="none" if not method.uses_teacher else "cached" if gallery is not None else "live",
-                     compile_mode=compile_mode)
+                     teacher_outputs=("none" if not method.uses_teacher else "class-mean" if pairing == "class-mean"
+                                      else "cached" if gallery is not None else "live"),
+                     compile_mode=compile_mode,
+                     partners=(last_partners.detach().to("cpu", copy=True)
+                               if last_partners is not None and pairing != "class-mean" else None))
 
 
 def epoch_timing(epoch_times: list[dict[str, float]]) -> dict[str, float]:

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ackd_bench.benchmark.data import ModalityData, pair_carrying_class, pair_same_class
+from ackd_bench.benchmark.data import ModalityData, pair_carrying_class, pair_same_class, partner_quality
 from ackd_bench.baselines.kd import KD
 from ackd_bench.benchmark.method import (Batch, DataInfo, Method, MethodError, class_logits, register_method,
                                          register_plugin)
@@ -261,8 +261,10 @@ class SemBridge(Method):
             "matching": {"ssm": o.ssm, "dynm": o.dynm, "rematch_epochs": self.rematch_at,
                          "initial_distinct_partners": int(torch.unique(start).numel()),
                          "students": int(start.numel()), "prepare_s": time.perf_counter() - t0,
-                         **({"matcher": {k: matcher_meta[k] for k in ("selected_epoch", "val_top1", "val_loss")
-                                         if k in matcher_meta}} if matcher_meta else {})},
+                         # The matcher's held-out MS→pseudo-RGB top-1 retrieval (val_top1) against chance.
+                         **({"matcher": {k: matcher_meta[k] for k in ("selected_epoch", "val_top1", "val_chance",
+                                                                      "val_loss") if k in matcher_meta}}
+                            if matcher_meta else {})},
         }
         if o.diagnostic_samples:
             self._diag["transport_start"] = self._transport({"random": random, "ssm" if o.ssm else "initial": start})
@@ -338,6 +340,13 @@ class SemBridge(Method):
             if self.rematch_at:
                 pairings["dynm"] = self.partner
             diag["transport_end"] = self._transport(pairings)
+        student_data, teacher_data = self._data
+        if student_data.latent is not None and teacher_data.latent is not None:
+            # Latent truth of the partners: the initial match and, after DynM, the final one.
+            pairings = {"ssm" if self.opts.ssm else "initial": self.initial_partner}
+            if self.rematch_at:
+                pairings["dynm"] = self.partner
+            diag["partner_quality"] = partner_quality(student_data, teacher_data, pairings)
         diag["transport_space"] = {
             "probability_T": f"softmax(logits / {self.opts.match_temperature}) of the teacher (gallery) and the "
                              "student (training chips, no augmentation); squared Euclidean cost",

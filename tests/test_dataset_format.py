@@ -1,4 +1,4 @@
-"""Tests of dataset format v1: write/load round trip, fingerprint, verification, atomic writes."""
+"""Tests of the dataset format (v2, v1 read): round trip, fingerprint, verification, atomic writes, latent truth."""
 
 from __future__ import annotations
 
@@ -290,8 +290,8 @@ CORRUPTIONS = {
     "missing manifest": (lambda out: (out / "dataset.json").unlink(), "dataset.json", "missing"),
     "truncated npy": (_truncate, "ms.npy", "checksum mismatch"),
     "schema version": (
-        lambda out: _edit_manifest(out, lambda m: m.update(schema_version=2), fix_checksum=False),
-        "dataset.json", "schema_version 2",
+        lambda out: _edit_manifest(out, lambda m: m.update(schema_version=3), fix_checksum=False),
+        "dataset.json", "schema_version 3",
     ),
     "edited counts": (lambda out: _edit_manifest(out, _bump, fix_checksum=False), "dataset.json", "checksum"),
     "edited counts, checksum fixed": (
@@ -570,3 +570,157 @@ def test_summarize_shows_identity_modalities_and_counts(tmp_path: Path) -> None:
     assert rows["built_up"] == [2, 2, 2, 6, 2, 2, 0, 4]
     assert rows["total"] == [5, 6, 6, 17, 6, 6, 4, 16]
     assert all(split in text for split in SPLITS)
+
+
+# --- latent truth (format v2) and v1 compatibility ------------------------------------------------
+
+# The fingerprint of make_synthetic_dataset_inputs(0), computed by the v1 code before latent truth
+# existed: data without latent columns must keep it.
+V1_FINGERPRINT = "670edbcc0723c5d2e3f28c8077e3918a2c591e22cc519e747c0a4921d1856e9a"
+
+
+def _latent_inputs(seed: int = 0):
+    return make_synthetic_dataset_inputs(seed, latent=True)
+
+
+def _set(samples, row: int, column: str, value):
+    samples = samples.copy()
+    samples[column] = samples[column].astype(object)
+    samples.at[samples.index[row], column] = value
+    return samples
+
+
+def test_datasets_without_latent_truth_keep_their_v1_fingerprint(tmp_path: Path) -> None:
+    assert _fingerprint(_inputs()) == V1_FINGERPRINT
+    manifest = _write(tmp_path / "ds")
+    assert manifest["schema_version"] == SCHEMA_VERSION == 2
+    assert manifest["fingerprint"] == V1_FINGERPRINT
+
+
+def test_latent_columns_round_trip(tmp_path: Path) -> None:
+    manifest, samples, arrays = _latent_inputs()
+    # Rows of a real-catalogue build: composition only, sub-type and factors unknown.
+    samples = _set(_set(samples, 0, "latent_subtype", ""), 0, "latent_factors", [])
+    written = _write(tmp_path / "ds", (manifest, samples, arrays))
+    ds = load_dataset(tmp_path / "ds")
+    assert ds.has_latent and ds.manifest["latent"] == manifest["latent"]
+    assert ds.manifest["schema_version"] == 2 and ds.fingerprint == written["fingerprint"] != V1_FINGERPRINT
+    loaded = ds.samples.set_index("sample_id").loc[samples["sample_id"]]
+    for column in ("latent_composition", "latent_factors"):
+        for got, want in zip(loaded[column], samples[column]):
+            assert isinstance(got, np.ndarray) and got.dtype == np.float64
+            np.testing.assert_array_equal(got, np.asarray(want, dtype=np.float64))  # float64 is stored exactly
+    assert loaded["latent_subtype"].tolist() == samples["latent_subtype"].tolist()
+    assert loaded["latent_subtype"].iloc[0] == "" and len(loaded["latent_factors"].iloc[0]) == 0
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(tmp_path / "ds" / "samples.parquet")
+    assert str(schema.field("latent_composition").type) == "list<element: double>"
+
+
+def test_all_unknown_subtypes_and_factors_round_trip(tmp_path: Path) -> None:
+    manifest, samples, arrays = _latent_inputs()
+    manifest["latent"] = {"factors": [], "subtypes": [], "source": "land-cover map"}
+    samples = samples.assign(latent_subtype="", latent_factors=[[] for _ in range(len(samples))])
+    _write(tmp_path / "ds", (manifest, samples, arrays))
+    ds = load_dataset(tmp_path / "ds")
+    assert all(len(f) == 0 and f.dtype == np.float64 for f in ds.samples["latent_factors"])
+    assert "land-cover map" in summarize(ds)
+
+
+def _shift_composition(samples):
+    values = list(samples["latent_composition"].iloc[3])
+    values[0], values[1] = values[0] - 1e-4, values[1] + 1e-4  # still in [0, 1], still sums to 1
+    return _set(samples, 3, "latent_composition", values)
+
+
+def _flip_subtype(samples):
+    subtype = samples["latent_subtype"].iloc[0]
+    return _set(samples, 0, "latent_subtype", subtype[:-1] + ("b" if subtype.endswith("a") else "a"))
+
+
+LATENT_CHANGES = {
+    "composition": lambda m, s: (m, _shift_composition(s)),
+    "subtype": lambda m, s: (m, _flip_subtype(s)),
+    "factor": lambda m, s: (m, _set(s, 5, "latent_factors", [s["latent_factors"].iloc[5][0] + 1e-6,
+                                                             s["latent_factors"].iloc[5][1]])),
+    "factor names": lambda m, s: ({**m, "latent": {**m["latent"], "factors": ["shade", "wetness"]}}, s),
+}
+
+
+@pytest.mark.parametrize("name", list(LATENT_CHANGES))
+def test_fingerprint_changes_when_a_latent_value_changes(name: str) -> None:
+    manifest, samples, arrays = _latent_inputs()
+    reference = _fingerprint((manifest, samples, arrays))
+    changed_manifest, changed = LATENT_CHANGES[name](copy.deepcopy(manifest), samples)
+    assert _fingerprint((changed_manifest, changed, arrays)) != reference
+    assert _fingerprint(_latent_inputs()) == reference  # the change, not chance, moved it
+
+
+BAD_LATENT = {
+    "composition too short": (lambda m, s: (m, _set(s, 0, "latent_composition", [0.5, 0.5])), "3 finite numbers"),
+    "composition negative": (lambda m, s: (m, _set(s, 0, "latent_composition", [1.2, -0.2, 0.0])), r"\[0, 1\]"),
+    "composition sum": (lambda m, s: (m, _set(s, 0, "latent_composition", [0.5, 0.3, 0.2 + 2e-6])), "sums to"),
+    "composition nan": (lambda m, s: (m, _set(s, 0, "latent_composition", [np.nan, 0.5, 0.5])), "finite"),
+    "composition not numbers": (lambda m, s: (m, _set(s, 0, "latent_composition", "0.5,0.5")), "lists of numbers"),
+    "unknown subtype": (lambda m, s: (m, _set(s, 0, "latent_subtype", "cropland/terraces")), "latent.subtypes"),
+    "factors wrong length": (lambda m, s: (m, _set(s, 0, "latent_factors", [0.1])), "2 finite numbers"),
+    "factor inf": (lambda m, s: (m, _set(s, 0, "latent_factors", [np.inf, 0.0])), "finite"),
+    "a column missing": (lambda m, s: (m, s.drop(columns="latent_factors")), "come together"),
+    "columns without block": (lambda m, s: ({k: v for k, v in m.items() if k != "latent"}, s), "'latent' block"),
+    "block without columns": (lambda m, s: (m, s.drop(columns=["latent_composition", "latent_subtype",
+                                                                "latent_factors"])), "'latent' block"),
+    "block keys": (lambda m, s: ({**m, "latent": {"factors": []}}, s), "exactly"),
+    "block factor names": (lambda m, s: ({**m, "latent": {**m["latent"], "factors": ["a", "a"]}}, s), "unique"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_LATENT))
+def test_bad_latent_truth_is_refused_before_anything_is_written(tmp_path: Path, name: str) -> None:
+    breaker, message = BAD_LATENT[name]
+    manifest, samples, arrays = _latent_inputs()
+    manifest, samples = breaker(copy.deepcopy(manifest), samples)
+    with pytest.raises(DatasetSchemaError, match=message):
+        write_dataset(tmp_path / "ds", manifest=manifest, samples=samples, arrays=arrays)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_composition_sum_within_tolerance_is_accepted(tmp_path: Path) -> None:
+    manifest, samples, arrays = _latent_inputs()
+    samples = _set(samples, 0, "latent_composition", [0.5, 0.3, 0.2 + 5e-7])  # 5e-7 < the 1e-6 tolerance
+    _write(tmp_path / "ds", (manifest, samples, arrays))
+    assert verify_dataset(tmp_path / "ds")["schema_version"] == 2
+
+
+def test_a_v1_dataset_still_loads_and_verifies(tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    # What the v1 writer wrote: the same files, with schema_version 1 in dataset.json.
+    _write(out)
+    _edit_manifest(out, lambda m: m.update(schema_version=1), fix_checksum=True)
+    ds = load_dataset(out)
+    assert ds.manifest["schema_version"] == 1 and not ds.has_latent
+    assert ds.fingerprint == V1_FINGERPRINT == verify_dataset(out)["fingerprint"]
+    assert "schema_version 1" in summarize(ds) and "Latent" not in summarize(ds)
+
+
+def test_a_v1_manifest_with_latent_truth_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    _write(out, _latent_inputs())
+    _edit_manifest(out, lambda m: m.update(schema_version=1), fix_checksum=True)
+    with pytest.raises(DatasetCorruptError, match="needs schema_version 2"):
+        load_dataset(out)
+
+
+def test_inspect_mentions_latent_truth(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from ackd_bench.benchmark.cli import main
+
+    _write(tmp_path / "latent", _latent_inputs())
+    _write(tmp_path / "plain")
+    shown = CliRunner().invoke(main, ["inspect", str(tmp_path / "latent")])
+    assert shown.exit_code == 0, shown.output
+    assert "Latent truth present" in shown.output and "brightness, moisture" in shown.output
+    assert "sub-type on 36" in shown.output
+    plain = CliRunner().invoke(main, ["inspect", str(tmp_path / "plain")])
+    assert plain.exit_code == 0 and "Latent" not in plain.output

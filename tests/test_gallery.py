@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -31,6 +33,20 @@ def _modality(n: int, channels: int, px: int, seed: int, dtype=torch.uint8) -> M
                         offset=0.0, modality="synthetic")
 
 
+class _Float64Batches(ModalityData):
+    """The same chips, served as float64 batches (normalised in float32 as ever, then widened)."""
+
+    def batch(self, *args, **kwargs) -> torch.Tensor:
+        return super().batch(*args, **kwargs).double()  # .double() keeps a channels-last layout
+
+
+def as_float64(data: ModalityData) -> ModalityData:
+    """``data`` whose batches are float64: with float64 models, two computation paths (a gallery and the
+    live teacher, compiled and eager) can be compared at float64's precision, not at whichever float32
+    convolution algorithm a CPU picks for a batch size."""
+    return _Float64Batches(**{f.name: getattr(data, f.name) for f in dataclasses.fields(data)})
+
+
 @pytest.fixture(scope="module")
 def data():
     return _modality(24, 3, 16, seed=0), _modality(30, 4, 16, seed=1, dtype=torch.int16)
@@ -43,11 +59,25 @@ def _teacher_methods() -> list[str]:
 
 @pytest.mark.parametrize("name", _teacher_methods())
 def test_every_method_gets_the_same_losses_from_the_gallery_as_from_the_live_teacher(name, data):
+    """The gallery's rows are what the live teacher computes, so every loss term is the same.
+
+    Compared in float64 (the method's state is prepared in float32, as in a run; the networks and
+    batches then move to float64): the gallery runs the teacher on batches of 7, the live teacher on
+    the batch of 8, and the two differ only in the order of the convolutions' sums. In float64 that
+    moves the outputs by at most n·u ≈ 4608 · 1.1e-16 ≈ 5e-13 relative per layer (n: the longest
+    reduction, 3·3·512), ~1e-11 over the network; the loss terms are smooth in the outputs, so 1e-9
+    relative (1e-12 absolute for terms near 0) leaves a margin of 100 for their condition. A gallery
+    bug (wrong rows, augmented or train-mode teacher chips) moves them by O(1e-2) or more. In float32
+    the two paths differ by a CPU's choice of convolution algorithm per batch size (~1e-5 of a term).
+    """
     rgb, ms = data
     teacher = create_classifier(ARCH, 4, K, seed=1)
     method = create_method(name, student=create_classifier(ARCH, 3, K, seed=0), teacher=teacher, info=INFO,
                            **({"ssm": False, "diagnostic_samples": 0} if name.startswith("sembridge") else {}))
     method.prepare(rgb, ms, {"seed": 0, "epochs": 4, "student_px": 16, "teacher_px": 16, "progress": False})
+    method.double()
+    teacher.double()  # held outside the method's module tree
+    rgb, ms = as_float64(rgb), as_float64(ms)
     idx = torch.arange(8)
     partners = pair_same_class(rgb.y["train"], ms.y["train"], torch.Generator().manual_seed(3))[idx]
 
@@ -56,28 +86,34 @@ def test_every_method_gets_the_same_losses_from_the_gallery_as_from_the_live_tea
         batch = make_batch(rgb, None if gallery is not None else ms, idx, partners, student_px=16, teacher_px=16,
                            epoch=1, progress=1.5)
         torch.manual_seed(5)  # methods that draw random numbers draw the same ones
-        return {k: float(v.detach()) for k, v in method.losses(batch).items()}
+        return {k: v.detach() for k, v in method.losses(batch).items()}
 
     live = losses(None)
     gallery = build_gallery(teacher, ms, 16, batch_size=7)  # batches that do not divide the gallery
+    assert gallery.logits.dtype == torch.float64
     cached = losses(gallery)
     assert cached.keys() == live.keys()
     for k in live:
-        assert cached[k] == pytest.approx(live[k], rel=1e-4, abs=1e-6), k
+        assert live[k].dtype == cached[k].dtype == torch.float64, k
+        assert float(cached[k]) == pytest.approx(float(live[k]), rel=1e-9, abs=1e-12), k
 
 
 def test_gallery_rows_are_the_teachers_outputs_on_unaugmented_chips(data):
+    """In float64 (see above): the gallery's one batch of 30 and the direct batch of 3 differ only in the
+    order of float64 sums, < 1e-10 of each output's norm; a wrong row or an augmented chip is O(1)."""
     _, ms = data
-    teacher = create_classifier(ARCH, 4, K, seed=1).eval()
+    ms = as_float64(ms)
+    teacher = create_classifier(ARCH, 4, K, seed=1).double().eval()
     gallery = build_gallery(teacher, ms, 16)
     rows = torch.tensor([0, 29, 7])
     with torch.no_grad():
         direct = teacher(ms.batch("train", rows, px=16))
     got = gallery.take(rows)
-    assert torch.allclose(got.logits, direct.logits, atol=1e-5)
-    assert torch.allclose(got.features, direct.features, atol=1e-5)
     assert got.feature_map.shape == direct.feature_map.shape
-    assert torch.allclose(got.feature_map, direct.feature_map, atol=1e-5)
+    for field in ("logits", "features", "feature_map"):
+        a, b = getattr(got, field), getattr(direct, field)
+        assert a.dtype == b.dtype == torch.float64, field
+        assert float((a - b).norm()) <= 1e-10 * float(b.norm()), field
     assert gallery.nbytes == gallery_bytes(teacher, ms, 16)
     assert teacher.training is False
 
@@ -90,21 +126,35 @@ def test_gallery_over_budget_falls_back_to_the_live_teacher(data):
     assert build_gallery(teacher, ms, 16, budget=need) is not None
 
 
-def _fit(data, name, **kw):
+def _fit(data, name, float64: bool = False, **kw):
     rgb, ms = data
-    method = create_method(name, student=create_classifier(ARCH, 3, K, seed=0),
-                           teacher=create_classifier(ARCH, 4, K, seed=1), info=INFO)
+    student, teacher = create_classifier(ARCH, 3, K, seed=0), create_classifier(ARCH, 4, K, seed=1)
+    if float64:
+        student.double(), teacher.double()
+        rgb, ms = as_float64(rgb), as_float64(ms)
+    method = create_method(name, student=student, teacher=teacher, info=INFO)
     profile = get_profile("smoke", batch_size=8, epochs=3)
     return fit(method, rgb, ms, profile, seed=0, student_px=16, teacher_px=16, epochs=3, progress=False, **kw)
 
 
 def test_a_cached_run_trains_like_a_live_one(data):
-    cached = _fit(data, "kd")
-    live = _fit(data, "kd", teacher_cache=False)
+    """Three epochs from the gallery and from the live teacher: the same training, in float64.
+
+    The teacher's outputs agree to ~1e-15 relative in float64 (the order of sums differs, see
+    above). Adam turns a gradient difference δ into a step difference of at most lr·δ/eps (the
+    derivative of g/(|g|+eps) is ≤ 1/eps; lr = 1e-3, eps = 1e-8: a factor 1e5), so after 9 steps the
+    weights and the loss terms agree to ≲ 9·1e5·1e-15 ≈ 1e-9 relative. The history's epoch means are
+    summed in float32 (the loss watch), which adds up to ~6 float32 ulps (7e-7) between the runs:
+    2e-6 covers both. In float32 the same amplification turns a CPU's choice of convolution
+    algorithm (1e-7) into differences of 1e-3 after three epochs, and a prediction near a tie can
+    flip val_oa.
+    """
+    cached = _fit(data, "kd", float64=True)
+    live = _fit(data, "kd", float64=True, teacher_cache=False)
     assert (cached.teacher_outputs, live.teacher_outputs) == ("cached", "live")
     assert [h["val_oa"] for h in cached.history] == [h["val_oa"] for h in live.history]
-    for a, b in zip(cached.history, live.history):
-        assert a["kd"] == pytest.approx(b["kd"], rel=1e-3)
+    for a, b in zip(cached.history, live.history, strict=True):
+        assert a["kd"] == pytest.approx(b["kd"], rel=2e-6) and a["ce"] == pytest.approx(b["ce"], rel=2e-6)
     assert len(cached.epoch_times) == 3
     assert all(t["epoch_s"] >= t["train_s"] > 0 for t in cached.epoch_times)
 

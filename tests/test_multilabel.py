@@ -72,19 +72,22 @@ def test_carrying_class_pairing():
 
 
 def test_teacher_bce_matches_a_numpy_restatement():
+    # In float64 (model, chips, class sets): both sides are then float64, and 1e-12 is float64's
+    # rounding of a 12-term mean, not a float32 tolerance.
     torch.manual_seed(0)
-    model = create_classifier("resnet18", 10, 3, seed=0)
+    model = create_classifier("resnet18", 10, 3, seed=0).double()
     info = DataInfo(n_classes=3, student_channels=10, teacher_channels=10, class_names=("a", "b", "c"), epochs=1)
     sup = Supervised(model, info).eval()
-    x = torch.randn(4, 10, 16, 16)
-    sets = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 0, 1], [0, 1, 1]], dtype=torch.float32)
+    x = torch.randn(4, 10, 16, 16, dtype=torch.float64)
+    sets = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 0, 1], [0, 1, 1]], dtype=torch.float64)
     batch = Batch(student_x=x, labels=sets.argmax(1), teacher_x=torch.empty(0), index=torch.arange(4),
                   teacher_index=torch.arange(4), epoch=0, progress=0.0, label_sets=sets)
-    got = sup.losses(batch)["bce"].item()
-    z = model(x).logits.detach().double().numpy()
-    y = sets.double().numpy()
+    loss = sup.losses(batch)["bce"]
+    assert loss.dtype == torch.float64
+    z = model(x).logits.detach().numpy()
+    y = sets.numpy()
     expected = np.mean(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z))))
-    assert got == pytest.approx(expected, rel=1e-5)
+    assert loss.item() == pytest.approx(expected, rel=1e-12)
 
 
 def test_run_with_a_multilabel_teacher(multi, tmp_path, monkeypatch):

@@ -29,6 +29,38 @@ def _naive_kl(s: np.ndarray, t: np.ndarray, temperature: float) -> float:
     return float(np.sum(p * (np.log(p) - np.log(q))))
 
 
+U32 = 2.0**-24  # float32 unit roundoff
+
+
+def kl_cost_bound(s: np.ndarray, t: np.ndarray, temperature: float) -> np.ndarray:
+    """(S, G): how far float32 rounding can move ``kl_cost_matrix`` (it computes in float32) from the exact
+    KL of the same logits.
+
+    With L = 2·max|logit|/T + log K (bounding every scaled logit, log-sum-exp and log-probability
+    of the pair), each log-probability is off by at most A·u, A = K + 2 + 3L (the division, the
+    shift by the row maximum, K exponentials and their sum, the log, the subtraction), so each p by
+    (A + 1)·u relatively. C = Σ p log p − Σ p log q then moves by at most (A + 1)·u·2L (the p's),
+    2A·u (the logs), 2K·u·L (the two K-term sums) and 2L·u (the difference): u·(2L(A + K + 2) + 2A).
+    """
+    k = s.shape[1]
+    top = np.maximum(np.abs(s).max(1)[:, None], np.abs(t).max(1)[None, :]) / temperature
+    big_l = 2 * top + np.log(k)
+    a = k + 2 + 3 * big_l
+    return U32 * (2 * big_l * (a + k + 2) + 2 * a)
+
+
+def _assert_argmin_decided_in_float32(s, ys, t, yt, temperature=3.0) -> None:
+    """Every student's float64-cheapest same-class partner beats each other one by more than the two
+    costs' float32 bounds: the float32 argmin is then that partner, and comparing indices is exact."""
+    bound = kl_cost_bound(s, t, temperature)
+    for i in range(len(s)):
+        cols = np.flatnonzero(yt == ys[i])
+        kl = np.array([_naive_kl(s[i], t[j], temperature) for j in cols])
+        best = int(np.argmin(kl))
+        others = np.arange(len(cols)) != best
+        assert (kl[others] - kl[best] > bound[i, cols[others]] + bound[i, cols[best]]).all(), i
+
+
 def _naive_rematch(s, ys, t, yt, temperature=3.0) -> np.ndarray:
     """One student at a time, one KL at a time, as the authors' loop does (official-code-notes §3.3)."""
     out = []
@@ -61,9 +93,9 @@ def _uneven_case(seed: int = 0):
 def test_kl_cost_matrix_matches_numpy(temperature):
     s, _, t, _ = _uneven_case()
     got = kl_cost_matrix(torch.from_numpy(s), torch.from_numpy(t), temperature)
-    want = np.array([[_naive_kl(si, tj, temperature) for tj in t] for si in s])
+    want = np.array([[_naive_kl(si, tj, temperature) for tj in t] for si in s])  # float64, same float32 logits
     assert got.shape == (len(s), len(t)) and got.dtype == torch.float32
-    np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-5)
+    assert (np.abs(got.numpy() - want) <= kl_cost_bound(s, t, temperature)).all()
 
 
 def test_kl_cost_matrix_is_finite_for_extreme_logits_and_half_inputs():
@@ -83,6 +115,7 @@ def test_rematch_students_equals_per_sample_loop(chunk):
     got = rematch_students(torch.from_numpy(s), torch.from_numpy(ys), torch.from_numpy(t), torch.from_numpy(yt),
                            chunk=chunk)
     assert got.dtype == torch.int64 and got.shape == (len(s),)
+    _assert_argmin_decided_in_float32(s, ys, t, yt)  # so the float32 matcher must agree exactly
     np.testing.assert_array_equal(got.numpy(), _naive_rematch(s, ys, t, yt))
 
 
@@ -96,6 +129,7 @@ def test_rematch_students_stays_within_class():
     got = rematch_students(torch.from_numpy(s), torch.from_numpy(ys), gallery, labels, chunk=5)
     assert (labels[got] == torch.from_numpy(ys)).all()
     assert (got >= len(s)).all()
+    _assert_argmin_decided_in_float32(s, ys, gallery.numpy(), labels.numpy())
     np.testing.assert_array_equal(got.numpy(), _naive_rematch(s, ys, gallery.numpy(), labels.numpy()))
 
 
@@ -139,14 +173,21 @@ def test_initial_match_equals_cosine_loop(chunk):
     t_emb = g.normal(size=(35, 8)).astype(np.float32) * g.uniform(0.1, 10, (35, 1)).astype(np.float32)
     _, ys, _, yt = _uneven_case()
     want = []
+    # initial_match's float32 cosines (normalise, d-term dot products) are within (2d + 4)·u of the
+    # exact ones; where the best same-class cosine leads every other by more than twice that, the
+    # float32 argmax is decided and the indices must agree exactly.
+    slack = 2 * (2 * s_emb.shape[1] + 4) * U32
     for i in range(len(s_emb)):
-        best, best_j = -np.inf, -1
+        best, best_j, cosines = -np.inf, -1, []
         for j in range(len(t_emb)):
             if yt[j] == ys[i]:
                 a, b = s_emb[i].astype(np.float64), t_emb[j].astype(np.float64)
                 cos = a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+                cosines.append(cos)
                 if cos > best:
                     best, best_j = cos, j
+        runner_up = sorted(cosines)[-2] if len(cosines) > 1 else -np.inf
+        assert best - runner_up > slack, i
         want.append(best_j)
     got = initial_match(torch.from_numpy(s_emb), torch.from_numpy(ys), torch.from_numpy(t_emb),
                         torch.from_numpy(yt), chunk=chunk)

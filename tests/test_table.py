@@ -16,6 +16,7 @@ from ackd_bench.benchmark.results import (
     validate_run_result,
     write_run_result,
 )
+from ackd_bench.benchmark.stats import paired_mdd, two_sample_mdd
 from ackd_bench.benchmark.table import aggregate, bootstrap_ci, plot_table, render_table
 
 FP_A = "a" * 64
@@ -236,3 +237,37 @@ def test_round_trip_through_result_files(tmp_path):
     loaded = load_run_results([tmp_path / "runs"])
     assert len(loaded) == len(results)
     assert aggregate(loaded) == aggregate(results)
+
+
+def test_grid_reports_its_minimum_detectable_difference():
+    """Two-sample MDD from the method rows' pooled seed std; paired bound from where predictions differ."""
+    results = grid_results()
+    method_values = [np.array([r["metrics"]["test"]["oa"] * 100 for r in results
+                               if (r["method"]["name"], r["student"]["arch"]) == key])
+                     for key in {(r["method"]["name"], r["student"]["arch"]) for r in results}]
+    pooled = np.sqrt(sum(((v - v.mean()) ** 2).sum() for v in method_values) / sum(len(v) - 1 for v in method_values))
+    expected = two_sample_mdd(float(pooled), 3)
+    md = render_table(aggregate(results), "md")
+    assert f"Minimum detectable difference (α = 0.05, power 0.8): {expected:.1f} points between two rows over 3 " \
+           "seeds" in md and "paired by test chip" not in md
+    records = json.loads(render_table(aggregate(results), "json"))
+    assert all(r["mdd"]["two_sample"] == pytest.approx(expected, abs=1e-4) for r in records)  # 4 decimals kept
+    assert all(r["mdd"]["paired"] is None for r in records)
+
+    # On R→M, student and kd predict different classes on 10 of 100 chips in every seed: ψ ≤ 0.1.
+    chips = [f"c{j:03d}" for j in range(100)]
+    for r in results:
+        if r["student"]["arch"] == "mobilenetv2_100" and r["method"]["name"] in ("student", "kd"):
+            flipped = 10 if r["method"]["name"] == "kd" else 0
+            r["predictions"] = {"split": "test", "sample_ids": chips,
+                                "predicted": [1] * flipped + [0] * (100 - flipped), "sha256": "0" * 64}
+    mdd = json.loads(render_table(aggregate(results), "json"))[0]["mdd"]
+    assert (mdd["n_chips"], mdd["discordance"]) == (100, 0.1)
+    assert mdd["paired"] == pytest.approx(100 * paired_mdd(0.1, 3 * 100), abs=1e-4)
+    assert "at most" in render_table(aggregate(results), "md") and "3 seeds × 100 chips" in \
+        render_table(aggregate(results), "md")
+    # The paired bound speaks of OA only.
+    assert aggregate(results, metric="macro_f1")[0]["mdd"]["paired"] is None
+    results[0]["predictions"] = {"sample_ids": chips, "predicted": [0]}
+    with pytest.raises(ResultSchemaError, match="one class per test chip"):
+        aggregate(results)
