@@ -16,6 +16,7 @@ from ackd_bench.curation.presets import Preset
 from ackd_bench.curation.splitting import assign_blocks
 
 MODALITIES = ("ms", "rgb")
+LATENT_COLUMNS = ("latent_composition", "latent_subtype", "latent_factors")
 
 
 def assemble(preset: Preset, chosen: dict[str, pd.DataFrame]) -> tuple[gpd.GeoDataFrame, dict[str, np.ndarray]]:
@@ -24,7 +25,8 @@ def assemble(preset: Preset, chosen: dict[str, pd.DataFrame]) -> tuple[gpd.GeoDa
     Args:
         preset: the build's preset.
         chosen: per modality, the accepted candidates with their read ``record`` and ``array``.
-            RGB chips of paired/partial builds carry ``pair_id`` (their MS partner, or "").
+            RGB chips of paired/partial builds carry ``pair_id`` (their MS partner, or ""); chips
+            with ``latent_*`` columns (the latent stage) keep them.
 
     Returns:
         The sample table (footprints in EPSG:4326) and the N×C×H×W arrays, rows sorted by sample id.
@@ -40,9 +42,10 @@ def assemble(preset: Preset, chosen: dict[str, pd.DataFrame]) -> tuple[gpd.GeoDa
         chips = chosen[modality].sort_values("candidate_id").reset_index(drop=True)
         if paired and modality == "rgb":
             chips["pair_id"] = chips["pair_id"].fillna("").astype(str)
-            _pair_splits(chips, split_of, preset.split, preset.seed, n_classes)
+            _pair_splits(chips, split_of, preset.modality_split(modality), preset.seed, n_classes)
         else:
-            chips["split"] = assign_blocks(chips, preset.split, preset.seed, n_classes) if len(chips) else []
+            split = preset.modality_split(modality)
+            chips["split"] = assign_blocks(chips, split, preset.seed, n_classes) if len(chips) else []
             split_of.update(zip(chips["candidate_id"], zip(chips["split"], chips["block"])))
         records = chips["record"].tolist()
         hrefs = [
@@ -68,6 +71,9 @@ def assemble(preset: Preset, chosen: dict[str, pd.DataFrame]) -> tuple[gpd.GeoDa
         })
         if paired:
             frame["pair_id"] = chips["pair_id"] if modality == "rgb" else ""
+        for column in LATENT_COLUMNS:
+            if column in chips:
+                frame[column] = chips[column]
         frame["geometry"] = _footprints_lonlat(chips)
         frames.append(frame)
         arrays[modality] = (np.stack(chips["array"].tolist()) if len(chips)
@@ -185,6 +191,8 @@ def build_manifest(preset: Preset, *, catalog_url: str, catalog_mode: str, queri
         "splits": {
             "policy": "spatial blocks, class-balanced greedy assignment",
             "fractions": list(preset.split),
+            **({"fractions_by_modality": {m: list(preset.modality_split(m)) for m in MODALITIES}}
+               if any(getattr(preset, m).split is not None for m in MODALITIES) else {}),
             "block_m": {m: getattr(preset, m).chip_m * getattr(preset, m).block_chips for m in MODALITIES},
             "seed": preset.seed,
         },

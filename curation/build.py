@@ -21,10 +21,11 @@ from ackd_bench.benchmark.dataset import atomic_write_text, is_complete_dataset,
 from ackd_bench.benchmark.errors import AckdBenchError, DatasetExistsError
 from ackd_bench.curation.assemble import MODALITIES, assemble, build_manifest
 from ackd_bench.curation.catalog_profiles import OFFSET_PROPERTIES
+from ackd_bench.curation.latent import ITEM_PROPERTIES, latent_block, latent_stage
 from ackd_bench.curation.pairing import lonlat_boxes, plan_consistency, select_consistent
 from ackd_bench.curation.parallel import ReadPool
 from ackd_bench.curation.presets import DEMO_CATALOG, ModalitySpec, Preset
-from ackd_bench.curation.reading import ItemRef, gdal_env, rank_items, read_chip
+from ackd_bench.curation.reading import ItemRef, close_open_datasets, gdal_env, rank_items, read_chip
 from ackd_bench.curation.remote import RemoteError, RetryPolicy
 from ackd_bench.curation.sampling import (
     ChipGrid, candidate_chips, plan_grid, rank_candidates, read_label_grid,
@@ -87,7 +88,7 @@ def build_dataset(preset: Preset, out: Path, *, workers: int = 4, scheduler: str
     if complete and not force and (done := _finished_build(out, preset)) is not None:
         return done
     catalog_url, extra = _resolve_catalog(preset, progress)
-    sources = {source: preset.source_catalog(source)[0] for source in ("ms", "rgb", "labels")}
+    sources = {source: preset.source_catalog(source)[0] for source in _sources(preset)}
     if len(set(sources.values())) > 1:  # a profile's `via`: some source has a catalogue of its own
         extra["catalogs"] = sources
     key = hashlib.sha256(json.dumps([preset.to_dict(), extra], sort_keys=True).encode()).hexdigest()[:12]
@@ -103,7 +104,8 @@ def build_dataset(preset: Preset, out: Path, *, workers: int = 4, scheduler: str
     items, candidates = {}, {}
     for modality in MODALITIES:
         items[modality], grids, queries[modality] = _search_stage(
-            catalogs[modality], preset, specs[modality], modality, work, progress, label_catalog=catalogs["labels"])
+            catalogs[modality], preset, specs[modality], modality, work, progress, label_catalog=catalogs["labels"],
+            latent_catalog=catalogs.get("latent"))
         candidates[modality] = _sample_stage(catalogs["labels"], preset, specs[modality], modality, grids, work, progress)
 
     def read(modality: str, subset: pd.DataFrame, per_class: int) -> pd.DataFrame:
@@ -114,7 +116,7 @@ def build_dataset(preset: Preset, out: Path, *, workers: int = 4, scheduler: str
         return got
 
     if plan.fraction == 0.0:
-        chosen = {m: read(m, candidates[m], preset.per_class) for m in MODALITIES}
+        chosen = {m: read(m, candidates[m], preset.modality_per_class(m)) for m in MODALITIES}
     else:
         rgb_state = json.loads((work / "search-rgb.json").read_text())
         footprints = [shapely.geometry.shape(f["geometry"]) for f in rgb_state["footprints"]]
@@ -122,17 +124,25 @@ def build_dataset(preset: Preset, out: Path, *, workers: int = 4, scheduler: str
     for modality in MODALITIES:
         report.rejected.setdefault(modality, Counter())
         rejects.setdefault(modality, [])
-        short = _shortfall(chosen[modality], preset)
+        short = _shortfall(chosen[modality], preset, modality)
         if short:
             report.shortfalls[modality] = short
-            print(f"warning: {modality}: fewer than {preset.per_class} chips for {short}", file=sys.stderr)
+            print(f"warning: {modality}: fewer than {preset.modality_per_class(modality)} chips for {short}",
+                  file=sys.stderr)
+    truth_items = {}
+    for modality in MODALITIES:
+        chosen[modality], truth_items[modality] = latent_stage(
+            catalogs.get("latent"), preset, modality, chosen[modality], work, read_pool,
+            lambda n: _progress(n, progress, f"latent {modality}"))
 
     read_pool.close()
+    close_open_datasets()  # the handles this thread kept (scheduler "sync"); workers' went with them
     samples, arrays = assemble(preset, chosen)
     manifest = build_manifest(
         preset, catalog_url=catalog_url, catalog_mode="api" if catalog.is_api else "static",
         queries=queries, rejected=report.rejected, shortfalls=report.shortfalls, samples=samples, extra=extra,
     )
+    manifest["latent"] = latent_block(preset, truth_items["ms"] + truth_items["rgb"])
     write_dataset(out, manifest=manifest, samples=samples, arrays=arrays, card=_card_and_rejects(preset, rejects))
     _print_read_summary(out, rejects)
     report.fingerprint = json.loads((out / "dataset.json").read_text())["fingerprint"]
@@ -179,7 +189,7 @@ def _check_disjoint(preset: Preset) -> None:
 def _resolve_catalog(preset: Preset, progress: bool) -> tuple[str, dict[str, Any]]:
     if preset.catalog != DEMO_CATALOG:
         return preset.catalog, {"catalog": preset.catalog}
-    from ackd_bench.curation.demo_world import DEMO_WORLD_VERSION, cached_demo_catalog
+    from ackd_bench.curation.demo.world import DEMO_WORLD_VERSION, cached_demo_catalog
 
     # Co-located chips come from the pair site, rendered only into worlds that need it.
     pair_site = preset.paired_fraction > 0
@@ -188,11 +198,16 @@ def _resolve_catalog(preset: Preset, progress: bool) -> tuple[str, dict[str, Any
                        **({"demo_pair_site": True} if pair_site else {})}
 
 
+def _sources(preset: Preset) -> tuple[str, ...]:
+    """What a build reads: the two modalities, the labels, and the truth rasters when the preset names them."""
+    return ("ms", "rgb", "labels", "latent") if preset.latent is not None else ("ms", "rgb", "labels")
+
+
 def _open_catalogs(preset: Preset, main_url: str, retry: RetryPolicy | None) -> dict[str, Catalog]:
-    """The catalogue of each source (ms, rgb, labels); one client per distinct (URL, signing)."""
+    """The catalogue of each source (ms, rgb, labels, latent); one client per distinct (URL, signing)."""
     opened: dict[tuple[str, bool], Catalog] = {}
     catalogs = {}
-    for source in ("ms", "rgb", "labels"):
+    for source in _sources(preset):
         url, sign = preset.source_catalog(source)
         url = main_url if url == preset.catalog else url  # the main one, the demo resolved to its path
         if (url, sign) not in opened:
@@ -206,7 +221,7 @@ def _item_ref(item, catalog: Catalog) -> ItemRef:
 
     # pystac migrates PC's proj:epsg to proj:code on read; the extension reads either.
     epsg = ProjectionExtension.ext(item).epsg if ProjectionExtension.has_extension(item) else None
-    keep = ("eo:cloud_cover", "naip:year", "s2:mgrs_tile", *OFFSET_PROPERTIES)
+    keep = ("eo:cloud_cover", "naip:year", "s2:mgrs_tile", *OFFSET_PROPERTIES, *ITEM_PROPERTIES)
     return ItemRef(
         id=item.id, collection=item.collection_id or "",
         datetime=(item.datetime or item.common_metadata.start_datetime).isoformat().replace("+00:00", "Z"),
@@ -216,9 +231,11 @@ def _item_ref(item, catalog: Catalog) -> ItemRef:
 
 
 def _search_stage(catalog: Catalog, preset: Preset, spec: ModalitySpec, modality: str, work: Path,
-                  progress: bool, *, label_catalog: Catalog | None = None) -> tuple[list[ItemRef], list[ChipGrid], list[dict]]:
-    """One search per AOI for the imagery and one for the labels (in ``label_catalog``, default
-    ``catalog``); the chip grid of each AOI."""
+                  progress: bool, *, label_catalog: Catalog | None = None, latent_catalog: Catalog | None = None,
+                  ) -> tuple[list[ItemRef], list[ChipGrid], list[dict]]:
+    """One search per AOI for the imagery, one for the labels (in ``label_catalog``, default
+    ``catalog``) and, with a preset's ``latent`` collection, one for the truth rasters (in
+    ``latent_catalog``); the chip grid of each AOI."""
     label_catalog = label_catalog or catalog
     done = work / f"search-{modality}.json"
     if done.exists():
@@ -230,6 +247,8 @@ def _search_stage(catalog: Catalog, preset: Preset, spec: ModalitySpec, modality
     grids, queries = [], []
     query = {"eo:cloud_cover": {"lt": spec.max_item_cloud}} if spec.max_item_cloud is not None else None
     footprints: dict[str, dict] = {}
+    truth: dict[str, ItemRef] = {}
+    truth_footprints: dict[str, dict] = {}
     for i, aoi in enumerate(_bar(spec.aois, progress, f"search {modality}")):
         found = catalog.search(collection=spec.collection, bbox=aoi, datetime_range=spec.datetime, query=query)
         lab = label_catalog.search(collection=preset.labels.collection, bbox=aoi, datetime_range="../..")
@@ -247,10 +266,17 @@ def _search_stage(catalog: Catalog, preset: Preset, spec: ModalitySpec, modality
         items.update({r.id: r for r in refs})
         footprints.update({it.id: it.geometry for it in found.items})
         labels[str(i)] = [_item_ref(it, label_catalog) for it in lab.items]
+        if preset.latent is not None:
+            found_truth = latent_catalog.search(collection=preset.latent.collection, bbox=aoi, datetime_range="../..")
+            queries.append(found_truth.query)
+            truth.update({it.id: _item_ref(it, latent_catalog) for it in found_truth.items})
+            truth_footprints.update({it.id: it.geometry for it in found_truth.items})
         grids.append(_grid_for(catalog, i, aoi, refs, spec))
     state = {"items": [r.to_dict() for r in items.values()], "labels": {k: [r.to_dict() for r in v] for k, v in labels.items()},
              "grids": [g.__dict__ for g in grids], "queries": queries,
-             "footprints": [{"id": k, "geometry": v} for k, v in sorted(footprints.items())]}
+             "footprints": [{"id": k, "geometry": v} for k, v in sorted(footprints.items())],
+             "latent": [truth[k].to_dict() for k in sorted(truth)],
+             "latent_footprints": [{"id": k, "geometry": v} for k, v in sorted(truth_footprints.items())]}
     atomic_write_text(done, json.dumps(state, sort_keys=True))
     return list(items.values()), grids, queries
 
@@ -417,10 +443,10 @@ def _select(preset: Preset, candidates: pd.DataFrame, results: dict, arrays: dic
     return keep
 
 
-def _shortfall(chosen: pd.DataFrame, preset: Preset) -> dict[str, int]:
+def _shortfall(chosen: pd.DataFrame, preset: Preset, modality: str) -> dict[str, int]:
     counts = chosen["label"].value_counts()
     return {name: int(counts.get(k, 0)) for k, name in enumerate(preset.labels.classes)
-            if counts.get(k, 0) < preset.per_class}
+            if counts.get(k, 0) < preset.modality_per_class(modality)}
 
 
 def _rejects_table(preset: Preset, rejects: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:

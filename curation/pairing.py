@@ -203,16 +203,17 @@ def select_consistent(preset: Preset, plan: ConsistencyPlan, candidates: dict[st
     pairs = pair_candidates(ms[ms["aoi"].isin(plan.shared["ms"])], rgb[rgb["aoi"].isin(plan.shared["rgb"])],
                             rgb_footprints)
     chosen_ms, chosen_rgb = read_pairs(pairs, ms, rgb, read, wanted) if wanted else (ms.iloc[:0], rgb.iloc[:0])
-    rest = preset.per_class - wanted
-    if rest > 0:
+    rest = {m: preset.modality_per_class(m) - wanted for m in MODALITIES}
+    if rest["ms"] > 0:
         own_ms = ms[ms["aoi"].isin(plan.unpaired["ms"])]
-        chosen_ms = pd.concat([chosen_ms, read("ms", _reranked(own_ms), rest)])
+        chosen_ms = pd.concat([chosen_ms, read("ms", _reranked(own_ms), rest["ms"])])
+    if rest["rgb"] > 0:
         # Unpaired RGB chips keep clear of every chosen MS chip (and of the partners already read).
         pool = rgb[rgb["aoi"].isin(plan.unpaired["rgb"]) & ~rgb["candidate_id"].isin(pairs["rgb_id"])]
         if len(chosen_ms) and len(pool):
             taken = shapely.STRtree(lonlat_boxes(chosen_ms).values)
             near = taken.query(lonlat_boxes(pool).values, predicate="intersects")[0]
             pool = pool.drop(pool.index[np.unique(near)])
-        chosen_rgb = pd.concat([chosen_rgb, read("rgb", _reranked(pool), rest).assign(pair_id="")])
+        chosen_rgb = pd.concat([chosen_rgb, read("rgb", _reranked(pool), rest["rgb"]).assign(pair_id="")])
     return {"ms": chosen_ms.drop(columns=["prefer", "pair_rank", "pair_id"], errors="ignore"),
             "rgb": chosen_rgb.drop(columns=["prefer", "pair_rank"], errors="ignore")}

@@ -146,9 +146,13 @@ class ReadPool:
         # Process workers listen on loopback only; thread workers talk in-process (no sockets).
         # The scheduler's HTTP endpoint (no dashboard) takes any free loopback port, not 8787.
         where = {"host": "127.0.0.1"} if self.processes else {}
+        # Thread workers share the build process: each would compare the whole process's memory
+        # (the chips read so far, GDAL's caches) with its 1/n share of RAM and pause, stalling the
+        # build on a large dataset. Their memory is the build's, so they get no limit of their own.
+        limit = {} if self.processes else {"memory_limit": 0}
         cluster = LocalCluster(n_workers=self.workers, threads_per_worker=self.threads_per_worker,
                                processes=self.processes, dashboard_address=None,
-                               scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, **where)
+                               scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, **where, **limit)
         try:
             client = Client(cluster, set_as_default=False)
         except BaseException:

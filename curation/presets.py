@@ -72,6 +72,8 @@ class ModalitySpec:
         block_chips: side of a spatial split block, in chips.
         catalog, sign: a catalogue of its own (URL, signing) when the preset's does not serve
             the collection (a profile's ``via``); None: the preset's.
+        per_class: chips per class of this modality; None: the preset's ``per_class``.
+        split: train/val/test fractions of this modality; None: the preset's ``split``.
     """
 
     collection: str
@@ -88,8 +90,14 @@ class ModalitySpec:
     block_chips: int = 6
     catalog: str | None = None
     sign: bool | None = None
+    per_class: int | None = None
+    split: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
+        if self.per_class is not None:
+            _check_per_class(self.per_class, f"{self.collection}: per_class")
+        if self.split is not None:
+            _check_split(self.split, f"{self.collection}: split")
         if not self.bands:
             raise PresetError(f"{self.collection}: a modality needs at least one band")
         if not self.aois:
@@ -148,6 +156,30 @@ class LabelSpec:
 
 
 @dataclass(frozen=True)
+class LatentSpec:
+    """An optional collection of truth rasters under the imagery (the demo world's), read per chip.
+
+    Its items carry ``ackd:subtypes`` (names of the sub-type ids; id k is entry k - 1, 0 unknown),
+    ``ackd:factors`` (names of the factor bands) and ``ackd:truth_source``. Without it, a build's
+    latent composition comes from the land-cover map and sub-types and factors are unknown.
+
+    Attributes:
+        collection: STAC collection id of the truth items.
+        class_asset: asset of true land-cover codes (the labels' code list and crosswalk).
+        subtype_asset: asset of sub-type ids.
+        factors_asset: asset with one band per appearance factor (with ``raster:bands`` scale).
+        catalog, sign: a catalogue of its own, as for `ModalitySpec`.
+    """
+
+    collection: str
+    class_asset: str = "class"
+    subtype_asset: str = "subtype"
+    factors_asset: str = "factors"
+    catalog: str | None = None
+    sign: bool | None = None
+
+
+@dataclass(frozen=True)
 class Preset:
     """Everything a build needs. See the README's "Presets" section for each field.
 
@@ -166,14 +198,17 @@ class Preset:
         paired_block_chips: side of the spatial split blocks of co-located chips, in MS chips;
             None: ``ms.block_chips``. Smaller blocks spread each class of a small site over all
             three splits.
-        per_class: chips per class per modality.
+        per_class: chips per class per modality (a modality's own ``per_class`` overrides it).
         purity: minimum fraction of a chip covered by its majority class.
         max_cloud: maximum cloud/shadow/cirrus fraction of a chip (from SCL).
         max_nodata: maximum nodata fraction of a chip.
-        split: train/val/test fractions, assigned by spatial blocks.
+        split: train/val/test fractions, assigned by spatial blocks (a modality's own ``split``
+            overrides it).
         purity_samples: label samples per chip side used to measure purity.
         version: dataset version written into the manifest.
         seed: seed of chip sampling and split assignment.
+        latent: the collection of truth rasters the latent columns are read from; None: the
+            land-cover map gives the composition only.
     """
 
     name: str
@@ -195,10 +230,10 @@ class Preset:
     purity_samples: int = 32
     version: str = "1.0.0"
     seed: int = 0
+    latent: LatentSpec | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.per_class, int) or isinstance(self.per_class, bool) or self.per_class <= 0:
-            raise PresetError(f"per_class must be a positive number of chips, got {self.per_class}")
+        _check_per_class(self.per_class, "per_class")
         if not _number(self.purity) or not 0.0 < self.purity <= 1.0:
             raise PresetError(f"purity must be in (0, 1], got {self.purity}")
         for name in ("max_cloud", "max_nodata"):
@@ -208,8 +243,7 @@ class Preset:
             raise PresetError(f"seed must be a non-negative integer, got {self.seed!r}")
         if not isinstance(self.purity_samples, int) or self.purity_samples <= 0:
             raise PresetError(f"purity_samples must be a positive integer, got {self.purity_samples!r}")
-        if len(self.split) != 3 or any(not _number(f) or f < 0 for f in self.split) or abs(sum(self.split) - 1) > 1e-6:
-            raise PresetError(f"split must be three non-negative fractions summing to 1, got {self.split}")
+        _check_split(self.split, "split")
         if not self.labels.classes:
             raise PresetError(f"preset {self.name!r} defines no classes")
         for code, cls in self.labels.crosswalk:
@@ -238,12 +272,41 @@ class Preset:
             return self.catalog, self.sign
         return spec.catalog, bool(spec.sign)
 
+    def modality_per_class(self, modality: str) -> int:
+        """Chips per class of ``modality`` ("ms" or "rgb"): its own budget, else the preset's."""
+        own = getattr(self, modality).per_class
+        return self.per_class if own is None else own
+
+    def modality_split(self, modality: str) -> tuple[float, float, float]:
+        """Train/val/test fractions of ``modality``: its own, else the preset's."""
+        own = getattr(self, modality).split
+        return self.split if own is None else own
+
     def with_overrides(self, **changes: Any) -> Preset:
-        """A copy with some fields replaced (validated again)."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """A copy with some fields replaced (validated again).
+
+        A new ``per_class`` (``--per-class``) applies to both modalities: it replaces their own
+        budgets too.
+        """
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if "per_class" in changes:
+            for modality in ("ms", "rgb"):
+                spec = changes.get(modality, getattr(self, modality))
+                changes[modality] = dataclasses.replace(spec, per_class=None)
+        return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def _check_per_class(value: Any, name: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise PresetError(f"{name} must be a positive number of chips, got {value}")
+
+
+def _check_split(split: Any, name: str) -> None:
+    if len(split) != 3 or any(not _number(f) or f < 0 for f in split) or abs(sum(split) - 1) > 1e-6:
+        raise PresetError(f"{name} must be three non-negative fractions summing to 1, got {split}")
 
 
 def consistency_fraction(mode: str) -> float:
@@ -349,6 +412,8 @@ def preset_from_dict(data: Any, *, demo_scale: float = 1.0) -> Preset:
         for key in ("ms", "rgb"):
             data[key] = _modality(data[key], profile, key, demo_scale)
         data["labels"] = _labels(data.get("labels", {}), profile)
+        if data.get("latent") is not None:
+            data["latent"] = LatentSpec(**_strict(LatentSpec, data["latent"], "latent"))
         if "split" in data:
             data["split"] = tuple(data["split"])
         if "paired_aois" in data:
@@ -399,6 +464,8 @@ def _modality(value: Any, profile: CatalogProfile, where: str, demo_scale: float
     data["bands"] = tuple(bands)
     _source(profile, data, {"qa_asset": "qa_asset", "offset_rule": "offset_rule", "catalog": None, "sign": None})
     data["aois"] = _aois(data["aois"], demo_scale)
+    if data.get("split") is not None:
+        data["split"] = tuple(data["split"])
     if _number(data.get("gsd")):
         data["gsd"] = float(data["gsd"])  # 10 and 10.0 must write the same manifest (fingerprint)
     return ModalitySpec(**data)
@@ -421,7 +488,7 @@ def _aois(value: Any, demo_scale: float) -> tuple[BBox, ...]:
         kind, _, name = value.partition(":")
         if kind != "demo":
             raise PresetError(f"AOIs must be a list of [west, south, east, north] or demo:REGION, got {value!r}")
-        from ackd_bench.curation.demo_world import demo_pair_site, demo_regions
+        from ackd_bench.curation.demo.world import demo_pair_site, demo_regions
 
         regions = {**demo_regions(demo_scale), "pair": demo_pair_site(demo_scale)}
         if name not in regions:

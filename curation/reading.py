@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -9,7 +14,7 @@ from typing import Any
 import numpy as np
 import rasterio
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import from_bounds
 
@@ -28,11 +33,99 @@ GDAL_COG_OPTIONS = {
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     "GDAL_HTTP_MULTIPLEX": "YES",
     "VSI_CACHE": "TRUE",
+    # Per open file: headers and the tiles around a chip. GDAL's default, 25 MB, times the dataset
+    # handles kept open per thread (open_dataset) would hold gigabytes.
+    "VSI_CACHE_SIZE": str(1 << 20),
     # Retries are remote.py's alone: one policy (backoff, jitter, Retry-After, re-signing on 403)
     # and every attempt recorded. GDAL's own would multiply with ours and hide the status codes.
     # (GDAL 3.10 still re-requests a failed tile up to twice inside one read; that is not configurable.)
     "GDAL_HTTP_MAX_RETRY": "0",
 }
+
+
+# Idle handles of local files are kept and lent to later reads of the same file, by any thread
+# (one reader at a time; rasterio datasets are not thread-safe): opening a COG (headers, overview
+# directory) costs more than reading a chip from it. At most this many idle handles, least
+# recently used closed first. Remote hrefs are opened for every read, as before: each request
+# goes through the retry funnel, and a signed URL is new with every token anyway.
+IDLE_DATASETS = 128
+
+
+class _IdleDatasets:
+    """A pool of open, unused rasterio datasets keyed by file."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._idle: OrderedDict[tuple, list] = OrderedDict()
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def take(self, key: tuple):
+        with self._lock:
+            handles = self._idle.get(key)
+            if not handles:
+                return None
+            ds = handles.pop()
+            if not handles:
+                del self._idle[key]
+            self._count -= 1
+            return ds
+
+    def give(self, key: tuple, ds) -> None:
+        evicted = []
+        with self._lock:
+            self._idle.setdefault(key, []).append(ds)
+            self._idle.move_to_end(key)
+            self._count += 1
+            while self._count > self.limit:
+                oldest = next(iter(self._idle))
+                evicted.append(self._idle[oldest].pop())
+                if not self._idle[oldest]:
+                    del self._idle[oldest]
+                self._count -= 1
+        for old in evicted:
+            old.close()
+
+    def close_all(self) -> None:
+        with self._lock:
+            handles = [ds for group in self._idle.values() for ds in group]
+            self._idle.clear()
+            self._count = 0
+        for ds in handles:
+            ds.close()
+
+
+_idle_datasets = _IdleDatasets(IDLE_DATASETS)
+
+
+@contextmanager
+def open_dataset(href: str) -> Iterator[rasterio.DatasetReader]:
+    """``rasterio.open(href)``, reusing an idle open handle of the same local file when there is one.
+
+    A local file is known by its path, size and modification time, so a file rewritten in place is
+    opened afresh; a handle whose read raised is closed, not kept. URLs are not pooled.
+    """
+    try:
+        stat = os.stat(href)
+    except OSError:  # a URL or /vsi path: a fresh handle every time
+        with rasterio.open(href) as ds:
+            yield ds
+        return
+    key = (href, stat.st_size, stat.st_mtime_ns)
+    ds = _idle_datasets.take(key)
+    if ds is None:
+        ds = rasterio.open(href)
+    try:
+        yield ds
+    except BaseException:
+        ds.close()
+        raise
+    _idle_datasets.give(key, ds)
+
+
+def close_open_datasets() -> None:
+    """Close every idle dataset handle kept by :func:`open_dataset`."""
+    _idle_datasets.close_all()
 
 
 def gdal_env(policy: RetryPolicy | None = None) -> rasterio.Env:
@@ -86,7 +179,7 @@ class ChipRead:
     retries: list[dict[str, Any]] = field(default_factory=list)  # failed calls that a retry overcame
 
 
-def _open_window(src, crs: str, bounds: tuple[float, float, float, float]):
+def open_window(src, crs: str, bounds: tuple[float, float, float, float]):
     """A dataset in the chip CRS (warped when the asset is in another CRS) and the chip window."""
     target = CRS.from_user_input(crs)
     ds = src if src.crs == target else WarpedVRT(src, crs=target, resampling=Resampling.bilinear)
@@ -106,18 +199,21 @@ def _resampling_for(ds, gsd: float, categorical: bool) -> Resampling:
     return Resampling.bilinear if res > gsd * 1.01 else Resampling.nearest
 
 
-def read_window(href: str, index: int, crs: str, bounds: tuple[float, float, float, float], px: int,
+def read_window(href: str, index: int | list[int], crs: str, bounds: tuple[float, float, float, float], px: int,
                 gsd: float, *, categorical: bool = False, remote: Remote | None = None,
                 retried: list[dict[str, Any]] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
-    """One band of one chip, resampled onto the chip grid, read through the remote funnel.
+    """One band (or several bands of one asset, read at once) of one chip, resampled onto the chip
+    grid, read through the remote funnel.
 
     Args:
         href: the unsigned asset href (signed here, right before the read).
+        index: the 1-based band index, or a list of them.
         remote: signing and retry policy (default: no signing, default policy).
         retried: when the read succeeds, receives a record of each failed call a retry overcame.
 
     Returns:
-        (values, valid) arrays of shape (px, px), or None when the chip is not inside the asset.
+        (values, valid): values of shape (px, px), or (len(index), px, px) for a list; valid
+        (px, px), where every band read is valid. None when the chip is not inside the asset.
 
     Raises:
         RemoteError: the asset could not be read, permanently or after every retry.
@@ -127,16 +223,25 @@ def read_window(href: str, index: int, crs: str, bounds: tuple[float, float, flo
     )
 
 
-def _read_window(href: str, index: int, crs: str, bounds, px: int, gsd: float, categorical: bool):
-    with rasterio.open(href) as src:
-        ds, window, inside = _open_window(src, crs, bounds)
+def _read_window(href: str, index: int | list[int], crs: str, bounds, px: int, gsd: float, categorical: bool):
+    indexes = [index] if isinstance(index, int) else list(index)
+    with open_dataset(href) as src:
+        ds, window, inside = open_window(src, crs, bounds)
         try:
             if not inside:
                 return None
             resampling = _resampling_for(ds, gsd, categorical)
-            values = ds.read(index, window=window, out_shape=(px, px), resampling=resampling)
-            valid = ds.read_masks(index, window=window, out_shape=(px, px), resampling=Resampling.nearest) > 0
-            return values, valid
+            values = ds.read(indexes, window=window, out_shape=(len(indexes), px, px), resampling=resampling)
+            nodata = [ds.nodatavals[i - 1] for i in indexes]
+            if resampling == Resampling.nearest and ds is src and all(
+                    v is not None and ds.mask_flag_enums[i - 1] == [MaskFlags.nodata] for i, v in zip(indexes, nodata)):
+                # The mask GDAL would read is exactly "value != nodata" of the very pixels read: no second read.
+                valid = np.all([band != v for band, v in zip(values, nodata)], axis=0)
+            else:
+                masks = ds.read_masks(indexes, window=window, out_shape=(len(indexes), px, px),
+                                      resampling=Resampling.nearest)
+                valid = np.all(masks > 0, axis=0)
+            return (values[0] if isinstance(index, int) else values), valid
         finally:
             if ds is not src:
                 ds.close()
@@ -228,16 +333,19 @@ def read_chip(candidate: dict[str, Any], items: list[ItemRef], spec: ModalitySpe
 
 def _read_bands(item: ItemRef, spec: ModalitySpec, crs: str, bounds, remote: Remote,
                 retries: list) -> tuple[np.ndarray | None, float]:
-    bands, invalid = [], np.zeros((spec.chip_px, spec.chip_px), dtype=bool)
-    for band in spec.bands:
-        got = read_window(item.assets[band.asset], band.index, crs, bounds, spec.chip_px, spec.gsd,
-                          remote=remote, retried=retries)
+    bands, invalid = {}, np.zeros((spec.chip_px, spec.chip_px), dtype=bool)
+    by_asset: dict[str, list[int]] = {}
+    for k, band in enumerate(spec.bands):
+        by_asset.setdefault(band.asset, []).append(k)
+    for asset, members in by_asset.items():  # one read per asset (NAIP's image holds R, G, B, NIR)
+        got = read_window(item.assets[asset], [spec.bands[k].index for k in members], crs, bounds, spec.chip_px,
+                          spec.gsd, remote=remote, retried=retries)
         if got is None:
             return None, 1.0
         values, valid = got
-        bands.append(values)
+        bands.update(zip(members, values))
         invalid |= ~valid
-    array = np.stack(bands).astype(spec.dtype, copy=False)
+    array = np.stack([bands[k] for k in range(len(spec.bands))]).astype(spec.dtype, copy=False)
     offset = _baseline_offset(item, spec.offset_rule)
     if offset:
         # Harmonise to reflectance * 1e4 across processing baselines; 0 stays reserved for nodata.

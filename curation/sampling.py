@@ -113,7 +113,8 @@ def candidate_chips(codes: np.ndarray, grid: ChipGrid, labels: LabelSpec, sample
 
     Returns:
         One row per candidate: ``candidate_id, modality, aoi, row, col, minx..maxy, crs, label,
-        purity, block``.
+        purity, block``, and ``composition``: the map's share of each class over the chip (taxonomy
+        order; codes outside the crosswalk left out, so the shares sum to at most 1).
     """
     n = samples_per_chip
     lut = np.full(max(256, int(codes.max()) + 1), -1, dtype=np.int16)
@@ -139,6 +140,7 @@ def candidate_chips(codes: np.ndarray, grid: ChipGrid, labels: LabelSpec, sample
         "label": majority[row, col].astype(np.int64),
         "purity": share[row, col].astype(np.float64),
         "block": [f"a{grid.aoi}_b{r // block_chips:03d}_{c // block_chips:03d}" for r, c in zip(row, col)],
+        "composition": list(counts[row, col] / float(n * n)),
     })
 
 

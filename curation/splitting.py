@@ -35,7 +35,8 @@ def assign_blocks(chips: pd.DataFrame, fractions: tuple[float, float, float], se
     choice = {}
     for b in order:
         need = np.clip(target - current, 0.0, None) / np.maximum(totals, 1.0)  # (3, K)
-        score = need @ counts[b]
+        # An explicit product and sum, not BLAS (`@`): BLAS kernels sum in CPU-dependent orders.
+        score = (need * counts[b]).sum(axis=1)
         # Ties (e.g. every split already full) go to the split furthest below its overall share.
         score += 1e-9 * (target.sum(axis=1) - current.sum(axis=1))
         s = int(np.argmax(score))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ackd_bench.curation.build import build_dataset
-from ackd_bench.curation.demo_world import build_demo_catalog
+from ackd_bench.curation.demo.world import build_demo_catalog
 from ackd_bench.curation.presets import demo_preset
 
 SMALL_SCALE = 0.4

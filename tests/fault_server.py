@@ -78,16 +78,18 @@ class FaultServer:
     Args:
         root: folder served at ``/``.
         blob_root: folder served as ``BLOB_BASE`` through the proxy (None: no blob storage).
-        token_max_age: seconds after which the server refuses a SAS token (None: no token checks).
+        token_uses: blob requests a SAS token is honoured for; later ones are refused with 403, as
+            an expired token is (None: no token checks). Counting requests rather than seconds
+            makes tokens expire at the same points of a build however loaded the machine is.
     """
 
-    def __init__(self, root: Path, *, blob_root: Path | None = None, token_max_age: float | None = None) -> None:
+    def __init__(self, root: Path, *, blob_root: Path | None = None, token_uses: int | None = None) -> None:
         self.root = Path(root)
         self.blob_root = Path(blob_root) if blob_root else None
-        self.token_max_age = token_max_age
+        self.token_uses = token_uses
         self.faults: list[Fault] = []
         self.log: list[tuple[str, str, int]] = []  # (method, path, status) of every answered request
-        self.tokens: dict[str, float] = {}  # sig -> when it was issued
+        self.tokens: dict[str, int] = {}  # sig -> blob requests it was presented with
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -131,8 +133,8 @@ class FaultServer:
         now = datetime.now(timezone.utc)
         sig = secrets.token_hex(8)
         with self.lock:
-            self.tokens[sig] = time.monotonic()
-        # The token claims PC's usual 45 minutes; the server may refuse it much earlier (token_max_age).
+            self.tokens[sig] = 0
+        # The token claims PC's usual 45 minutes; the server refuses it much earlier (token_uses).
         expiry = now + timedelta(minutes=45)
         token = f"st={now:%Y-%m-%dT%H:%M:%SZ}&se={expiry:%Y-%m-%dT%H:%M:%SZ}&sp=rl&sv=2024-05-04&sr=c&sig={sig}"
         return {"msft:expiry": expiry.strftime("%Y-%m-%dT%H:%M:%SZ"), "token": token}
@@ -140,12 +142,17 @@ class FaultServer:
     def token_ok(self, query: str) -> bool:
         sig = parse_qs(query).get("sig", [""])[0]
         with self.lock:
-            issued = self.tokens.get(sig)
-        return issued is not None and time.monotonic() - issued <= self.token_max_age
+            if sig not in self.tokens:
+                return False
+            self.tokens[sig] += 1
+            return self.tokens[sig] <= self.token_uses
 
 
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
+    # GDAL opens several connections at once per reading thread; socketserver's default backlog of 5
+    # can refuse some on a loaded machine, which a test would read as a fault it never injected.
+    request_queue_size = 128
 
     def handle_error(self, request, client_address) -> None:
         import sys
@@ -195,7 +202,7 @@ class _Handler(RangeRequestHandler):
         if path.startswith(TOKEN_PATH + "/"):
             self._send(200, json.dumps(self.owner.issue_token()).encode(), "application/json")
             return True
-        if blob and self.owner.token_max_age is not None and not self.owner.token_ok(query):
+        if blob and self.owner.token_uses is not None and not self.owner.token_ok(query):
             self._send(403, EXPIRED_BODY, "application/xml")
             return True
         with self.owner.lock:

@@ -29,13 +29,14 @@ def _fingerprint(path):
 def test_layout_and_counts(small_dataset, small_preset):
     ds = load_dataset(small_dataset)  # verifies checksums and fingerprint
     assert len(ds.classes) == 8
-    assert ds.ms.shape[1:] == (10, 64, 64) and ds.ms.dtype == np.uint16
-    assert ds.rgb.shape[1:] == (3, 128, 128) and ds.rgb.dtype == np.uint8
+    ms_px, rgb_px = small_preset.ms.chip_px, small_preset.rgb.chip_px  # demo world v2: 24 px at 10 m, 128 px at 1 m
+    assert ds.ms.shape[1:] == (10, ms_px, ms_px) and ds.ms.dtype == np.uint16
+    assert ds.rgb.shape[1:] == (3, rgb_px, rgb_px) and ds.rgb.dtype == np.uint8
     for modality in ("ms", "rgb"):
         per_class = ds.samples[ds.samples["modality"] == modality]["label"].value_counts()
         assert per_class.to_dict() == {k: small_preset.per_class for k in range(8)}
     assert ds.samples["sample_id"].is_unique
-    assert (ds.samples["purity"] >= 0.7).all()
+    assert (ds.samples["purity"] >= small_preset.purity).all()
     for name in ("class_balance.png", "footprints.png", "examples.png"):
         assert (small_dataset / "card" / name).stat().st_size > 5000
 

@@ -81,7 +81,7 @@ def test_read_chip_applies_the_profile_rule(small_world: Path):
     item_dir = next((small_world.parent / "sentinel-2-l2a").glob("*20220619*"))
     item = json.loads((item_dir / f"{item_dir.name}.json").read_text())
     assert item["properties"]["s2:processing_baseline"] == "04.00"
-    spec = demo_preset(0.4).ms
+    spec = dataclasses.replace(demo_preset(0.4).ms, chip_px=64)  # 640 m chips (the demo preset's are 240 m)
     with rasterio.open(item_dir / "B08.tif") as src:
         x0, y1 = src.transform.c + 640 * 3, src.transform.f - 640 * 3  # a chip well inside the scene
         bounds = (x0, y1 - 640.0, x0 + 640.0, y1)

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from ackd_bench.benchmark.cli import main
 from ackd_bench.benchmark.dataset import load_dataset
 from ackd_bench.curation.build import BuildError, build_dataset
-from ackd_bench.curation.demo_world import build_demo_catalog, demo_pair_site, demo_regions
+from ackd_bench.curation.demo.world import build_demo_catalog, demo_pair_site, demo_regions
 from ackd_bench.curation.pairing import pair_candidates, plan_consistency
 from ackd_bench.curation.presets import demo_preset, get_preset
 

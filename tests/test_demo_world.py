@@ -1,4 +1,8 @@
-"""Tests of the embedded demo world: catalog contract, rasters, spectra, budget, determinism."""
+"""Tests of the embedded demo world: catalog contract, rasters, spectra, budget, determinism.
+
+World v2's own structure (sub-types, the imperfect map, latent truth, cross-CPU determinism) is
+tested in test_world_v2*.py.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +21,9 @@ from pystac.extensions.projection import ProjectionExtension
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 
-from ackd_bench.curation.demo_landcover import render_landcover
-from ackd_bench.curation.demo_layout import STYLES, build_landscape
-from ackd_bench.curation.demo_world import (
+from ackd_bench.curation.demo.landcover import render_landcover
+from ackd_bench.curation.demo.layout import STYLES, build_landscape
+from ackd_bench.curation.demo.world import (
     DEMO_COLLECTIONS,
     DEMO_DATE_RANGE,
     DEMO_WORLD_VERSION,
@@ -28,19 +32,19 @@ from ackd_bench.curation.demo_world import (
     cached_demo_catalog,
     demo_label_map,
     demo_regions,
+    demo_truth_labels,
 )
 
 CODES = (10, 20, 30, 40, 50, 60, 80, 90)
 S2_KEYS = {"B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12", "SCL"}
 S2_10M = {"B02", "B03", "B04", "B08"}
 FLAGGED = (3, 8, 9, 10)
-SCALE = 0.3  # eu 12 km, us 2.4 km: 2 × 2 NAIP tiles, two flights, every class present
+SCALE = 0.4  # conftest's small world: eu 14.4 km, us 4.8 km: 2 × 2 NAIP tiles, two flights
 
 
 @pytest.fixture(scope="module")
-def catalog_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_demo_catalog(tmp_path_factory.mktemp("demo") / "world", seed=0, scale=SCALE,
-                              progress=False)
+def catalog_path(small_world: Path) -> Path:
+    return small_world
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +75,12 @@ def _scl_10m(item: pystac.Item) -> np.ndarray:
     return np.repeat(np.repeat(_read(item, "SCL")[0], 2, axis=0), 2, axis=1)
 
 
-def _labels_on_grid(catalog: pystac.Catalog, region: str, grid_href: str) -> np.ndarray:
-    """The region's esa-worldcover map warped (nearest) onto another asset's grid."""
-    (item,) = [i for i in _items(catalog, "esa-worldcover")
+def _labels_on_grid(catalog: pystac.Catalog, region: str, grid_href: str, truth: bool = False) -> np.ndarray:
+    """The region's esa-worldcover map (or its true classes) warped (nearest) onto another asset's grid."""
+    collection, asset = ("ackd-demo-truth", "class") if truth else ("esa-worldcover", "map")
+    (item,) = [i for i in _items(catalog, collection)
                if i.properties["ackd:demo_region"] == region]
-    map_href = item.assets["map"].get_absolute_href()
+    map_href = item.assets[asset].get_absolute_href()
     with rasterio.open(grid_href) as ref, rasterio.open(map_href) as src:
         with WarpedVRT(src, crs=ref.crs, transform=ref.transform, width=ref.width,
                        height=ref.height, resampling=Resampling.nearest) as vrt:
@@ -100,18 +105,18 @@ def _sha256_tree(root: Path) -> dict[str, str]:
 def test_regions_follow_the_contract() -> None:
     regions = demo_regions()
     assert regions["eu"].epsg == 32632 and regions["us"].epsg == 26915
-    assert regions["eu"].bounds == (500000, 5520000, 540000, 5560000)
-    assert regions["us"].bounds == (400000, 4642000, 408000, 4650000)
+    assert regions["eu"].bounds == (500000, 5520000, 536000, 5556000)
+    assert regions["us"].bounds == (400000, 4642000, 412000, 4654000)
     assert regions["eu"].collections == ("sentinel-2-l2a",)
     assert regions["us"].collections == ("naip",)
     west, south, east, north = regions["eu"].bbox_lonlat()
     assert 8.9 < west < east < 9.7 and 49.7 < south < north < 50.3  # central Germany
     west, south, east, north = regions["us"].bbox_lonlat()
-    assert -94.3 < west < east < -94.0 and 41.8 < south < north < 42.0  # Iowa
+    assert -94.3 < west < east < -93.9 and 41.8 < south < north < 42.1  # Iowa
     small = demo_regions(0.25)
-    assert small["eu"].bounds == (500000, 5520000, 510000, 5530000)
-    assert small["us"].bounds == (400000, 4642000, 402000, 4644000)
-    assert DEMO_COLLECTIONS == ("sentinel-2-l2a", "naip", "esa-worldcover")
+    assert small["eu"].bounds == (500000, 5520000, 509000, 5529000)
+    assert small["us"].bounds == (400000, 4642000, 403000, 4645000)
+    assert DEMO_COLLECTIONS == ("sentinel-2-l2a", "naip", "esa-worldcover", "ackd-demo-truth")
     assert DEMO_DATE_RANGE == ("2021-01-01T00:00:00Z", "2023-12-31T23:59:59Z")
 
 
@@ -156,7 +161,7 @@ def test_pystac_client_opens_the_static_catalog(catalog_path: Path) -> None:
         ids = sorted(c.id for c in client.get_collections())
         items = list(client.get_collection("naip").get_items())
     assert ids == sorted(DEMO_COLLECTIONS)
-    assert len(items) == 4
+    assert len(items) == 4  # 4 km tiles over 4.8 km
 
 
 def test_catalog_records_seed_and_version(catalog: pystac.Catalog) -> None:
@@ -190,7 +195,7 @@ def test_s2_assets_match_their_metadata(catalog: pystac.Catalog) -> None:
                 assert list(src.shape) == proj.shape
                 assert list(src.transform)[:6] == pytest.approx(proj.transform)
                 assert src.overviews(1)  # cloud-optimized: internal overviews
-                assert src.profile["blockxsize"] == 512 or src.width < 512
+                assert src.profile["blockxsize"] == 256 or src.width < 256
             assert asset.media_type == "image/tiff; application=geotiff; profile=cloud-optimized"
             assert asset.roles == ["data"]
             if key != "SCL":
@@ -262,7 +267,7 @@ def test_clouds_bright_cirrus_brighter_shadows_dark(catalog: pystac.Catalog) -> 
 
 def _class_medians(catalog: pystac.Catalog) -> dict[int, dict[str, float]]:
     item = _items(catalog, "sentinel-2-l2a")[0]
-    labels = _labels_on_grid(catalog, "eu", item.assets["B02"].get_absolute_href())
+    labels = _labels_on_grid(catalog, "eu", item.assets["B02"].get_absolute_href(), truth=True)
     clear = np.isin(_scl_10m(item), (2, 4, 5, 6))
     bands = {k: _s2_reflectance(item, k) for k in ("B02", "B03", "B04", "B08", "B8A", "B11")}
     return {c: {k: float(np.median(v[clear & (labels == c)])) for k, v in bands.items()}
@@ -274,7 +279,7 @@ def test_vegetation_nir_red_ratio_far_above_water(catalog: pystac.Catalog) -> No
     ratio = {c: med[c]["B08"] / med[c]["B04"] for c in CODES}
     assert min(ratio[10], ratio[30], ratio[40]) > 4.0
     assert ratio[80] < 0.5
-    assert ratio[40] > ratio[30] > ratio[90] > ratio[50] > ratio[80]
+    assert min(ratio[40], ratio[30]) > ratio[90] > ratio[50] > ratio[80]
 
 
 def _log_gap(a: dict[str, float], b: dict[str, float], keys: tuple[str, ...]) -> float:
@@ -282,20 +287,24 @@ def _log_gap(a: dict[str, float], b: dict[str, float], keys: tuple[str, ...]) ->
     return max(abs(float(np.log(a[k] / b[k]))) for k in keys)
 
 
-def test_herbaceous_classes_confusable_in_rgb_not_beyond(catalog: pystac.Catalog) -> None:
+def test_herbaceous_classes_differ_more_beyond_the_visible(catalog: pystac.Catalog) -> None:
+    """Wetland leaves only a partial trace in the visible; red edge to SWIR set it apart from grass
+    and crop. Grass and crop overlap everywhere (early-season crop looks like pasture), a little."""
     med = _class_medians(catalog)
     visible, beyond = ("B02", "B03", "B04"), ("B8A", "B11")
     for a, b in ((30, 40), (30, 90), (40, 90)):  # grassland, cropland, herbaceous wetland
-        assert _log_gap(med[a], med[b], visible) < 0.08, (a, b)
-        assert _log_gap(med[a], med[b], beyond) > 0.25, (a, b)
-    for other in (10, 50, 60, 80):  # other classes differ from grass in the visible too
+        assert 0.01 < _log_gap(med[a], med[b], visible) < 0.4, (a, b)  # a trace, not identical
+    for a, b in ((30, 90), (40, 90)):
+        assert _log_gap(med[a], med[b], beyond) > _log_gap(med[a], med[b], visible) + 0.1, (a, b)
+    assert 0.03 < _log_gap(med[30], med[40], beyond) < 0.3
+    for other in (10, 50, 60, 80):  # other classes differ from grass in the visible clearly
         assert _log_gap(med[other], med[30], visible) > 0.2, other
 
 
 def test_chip_means_separate_classes_better_with_ms_than_rgb(catalog: pystac.Catalog) -> None:
     """Nearest-centroid on per-band chip means: the MS teacher's edge over an RGB student."""
     item = _items(catalog, "sentinel-2-l2a")[0]
-    labels = _labels_on_grid(catalog, "eu", item.assets["B02"].get_absolute_href())
+    labels = _labels_on_grid(catalog, "eu", item.assets["B02"].get_absolute_href(), truth=True)
     keys = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
     cube = np.stack([_s2_reflectance(item, k) for k in keys])
     chip = 32
@@ -321,13 +330,15 @@ def test_chip_means_separate_classes_better_with_ms_than_rgb(catalog: pystac.Cat
         return float(np.mean(classes[dist.argmin(axis=0)] == y[~train]))
 
     ms, rgb = accuracy(list(range(10))), accuracy([0, 1, 2])
-    assert ms > 0.9
-    assert ms > rgb + 0.15
+    assert ms > 0.75
+    assert ms > rgb + 0.06, (ms, rgb)  # v1: + 0.15; v2's sub-types leave partial cues in the visible
 
 
 def test_crops_change_between_dates_forests_do_not(catalog: pystac.Catalog) -> None:
     items = _items(catalog, "sentinel-2-l2a")
-    labels = _labels_on_grid(catalog, "eu", items[0].assets["B02"].get_absolute_href())
+    labels = _labels_on_grid(catalog, "eu", items[0].assets["B02"].get_absolute_href(), truth=True)
+    (truth,) = [i for i in _items(catalog, "ackd-demo-truth") if i.properties["ackd:demo_region"] == "eu"]
+    harvested = _read(truth, "subtype")[0] == truth.properties["ackd:subtypes"].index("cropland/harvested") + 1
     first, last = items[0], items[2]
     clear = np.isin(_scl_10m(first), (4, 5)) & np.isin(_scl_10m(last), (4, 5))
     before, after = _s2_reflectance(first, "B8A"), _s2_reflectance(last, "B8A")
@@ -338,12 +349,13 @@ def test_crops_change_between_dates_forests_do_not(catalog: pystac.Catalog) -> N
 
     crop_spread, forest_spread = spread(40), spread(10)
     assert crop_spread > 2 * forest_spread
-    # Harvested parcels (bare soil, low NDVI) stay a small share of the cropland.
+    # Growing crops are green on every date; harvested fields (stubble over soil) are not.
     for item in items:
         red, nir = _s2_reflectance(item, "B04"), _s2_reflectance(item, "B08")
         crop = np.isin(_scl_10m(item), (4, 5)) & (labels == 40)
         ndvi = (nir - red) / (nir + red)
-        assert np.mean(ndvi[crop] < 0.3) < 0.08
+        assert np.mean(ndvi[crop & ~harvested] < 0.3) < 0.08
+        assert np.median(ndvi[crop & harvested]) < np.median(ndvi[crop & ~harvested]) - 0.2
 
 
 # --- NAIP ----------------------------------------------------------------------------------
@@ -389,10 +401,11 @@ def test_naip_tiles_join_seamlessly(catalog: pystac.Catalog) -> None:
     assert edge < 1.5 * inside + 2
 
 
-def test_naip_herbaceous_classes_confusable_in_rgb(catalog: pystac.Catalog) -> None:
+def test_naip_herbaceous_classes_close_in_rgb(catalog: pystac.Catalog) -> None:
+    """In NAIP's RGB, grass, crop and wetland differ by a faint trace; its NIR separates them more."""
     item = _items(catalog, "naip")[0]
     image = _read(item, "image").astype(np.float64)
-    labels = _labels_on_grid(catalog, "us", item.assets["image"].get_absolute_href())
+    labels = _labels_on_grid(catalog, "us", item.assets["image"].get_absolute_href(), truth=True)
     med = {c: np.median(image[:, labels == c], axis=1)
            for c in (30, 40, 90) if (labels == c).sum() > 5000}
     assert len(med) >= 2
@@ -400,8 +413,8 @@ def test_naip_herbaceous_classes_confusable_in_rgb(catalog: pystac.Catalog) -> N
         for b in med:
             if a < b:
                 gap = np.abs(np.log(med[a] / med[b]))
-                assert gap[:3].max() < 0.08, (a, b)  # red, green, blue
-                assert gap[3] > 0.15, (a, b)  # NIR
+                assert gap[:3].max() < 0.25, (a, b, gap)  # red, green, blue: a trace
+                assert gap[3] > gap[:3].mean(), (a, b, gap)  # NIR: more
 
 
 # --- WorldCover ----------------------------------------------------------------------------
@@ -410,6 +423,7 @@ def test_naip_herbaceous_classes_confusable_in_rgb(catalog: pystac.Catalog) -> N
 def test_worldcover_items(catalog: pystac.Catalog) -> None:
     items = _items(catalog, "esa-worldcover")
     assert sorted(i.properties["ackd:demo_region"] for i in items) == ["eu", "us"]
+    assert sorted(i.properties["ackd:demo_region"] for i in _items(catalog, "ackd-demo-truth")) == ["eu", "us"]
     for item in items:
         region = demo_regions(SCALE)[item.properties["ackd:demo_region"]]
         assert re.fullmatch(r"ESA_WorldCover_10m_2021_v200_[NS]\d{2}[EW]\d{3}", item.id)
@@ -435,13 +449,19 @@ def test_worldcover_items(catalog: pystac.Catalog) -> None:
 # --- budget and layout ---------------------------------------------------------------------
 
 
-def test_every_class_leaves_250_pure_chips_at_scale_1() -> None:
-    """The pipeline samples non-overlapping chips >= 70 % one class; 150 per class are asked."""
-    chip_px = {"eu": 64, "us": 128}  # 640 m at 10 m, 128 m at 1 m
+@pytest.mark.slow
+def test_every_class_leaves_enough_chips_at_scale_1() -> None:
+    """The demo preset samples chips >= 50 % one class of the map: 900 per class of 240 m (MS),
+    720 of 128 m (RGB), with room for cloud, swath-edge and tile-edge rejects."""
+    wanted = {"eu": (24, 1, 900 * 1.15), "us": (128, 10, 720 * 1.07)}  # chip px, upsampling, chips
     for name, region in demo_regions(1.0).items():
-        labels, _ = demo_label_map(region, seed=0)
-        counts = _pure_chip_counts(labels, chip_px[name])
-        assert min(counts.values()) >= 250, (name, counts)
+        labels, _ = demo_label_map(region, seed=0)  # the map, on the region's 10 m grid
+        chip, up, need = wanted[name]
+        if up > 1:
+            labels = np.repeat(np.repeat(labels, 10, axis=0), 10, axis=1)  # 128 m chips on a 1 m grid
+        counts = _pure_chip_counts(labels, chip, purity=0.5)
+        print(name, counts)
+        assert min(counts.values()) >= need, (name, counts)
 
 
 def test_all_classes_appear_at_scale_quarter() -> None:
@@ -452,11 +472,12 @@ def test_all_classes_appear_at_scale_quarter() -> None:
 
 def test_class_priors_differ_between_regions() -> None:
     share = {}
-    for name, region in demo_regions(0.5).items():
-        labels, _ = demo_label_map(region, seed=0)
+    for name, region in demo_regions(0.4).items():
+        labels, _ = demo_label_map(region, seed=0, truth=True)
         share[name] = {c: float(np.mean(labels == c)) for c in CODES}
-    assert share["us"][40] > share["eu"][40] + 0.03  # more cropland in Iowa
-    assert share["eu"][10] > share["us"][10] + 0.03  # more forest in Germany
+    assert share["us"][90] > share["eu"][90] + 0.04  # more wetland in Iowa
+    assert share["us"][20] > share["eu"][20] + 0.02  # and more shrubland
+    assert share["eu"][30] > share["us"][30] + 0.04  # more grassland in Germany
 
 
 @pytest.mark.parametrize("name", ["eu", "us"])
@@ -467,7 +488,10 @@ def test_labels_only_rendering_matches_the_full_render(name: str) -> None:
     fast = render_landcover(land, x0, y_top, 300, 400, labels_only=True)
     full = render_landcover(land, x0, y_top, 300, 400)
     assert np.array_equal(fast.label, full.label)
-    assert len(np.unique(full.label)) > 1
+    assert np.array_equal(fast.subtype, full.subtype)
+    assert len(np.unique(full.label)) > 1 and len(np.unique(full.subtype)) > 2
+    labels, subtypes, pixel = demo_truth_labels(region, seed=0)
+    assert labels.shape == subtypes.shape and pixel == STYLES[name].pixel
 
 
 # --- determinism, atomicity, cache ---------------------------------------------------------

@@ -18,9 +18,11 @@ from ackd_bench.curation.reading import gdal_env
 from ackd_bench.curation.remote import Remote, RemoteError, RetryPolicy
 from ackd_bench.curation.stac import CatalogError
 
-# Tiny waits keep the tests fast; the timeout is well above a loopback request even on a busy machine.
-FAST = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05, jitter=0.5, timeout=1.5)
-STALL = 4.0  # seconds a delayed response waits: past FAST.timeout
+# Tiny waits keep the tests fast. The timeout must stay well above a loopback request on a machine
+# loaded by other work (a 1.5 s timeout was once hit there, turning a 503 into a timeout), and a
+# stall well past it.
+FAST = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05, jitter=0.5, timeout=6.0)
+STALL = 15.0  # seconds a delayed response waits: past FAST.timeout
 S2 = "/sentinel-2-l2a/"
 
 
@@ -93,7 +95,9 @@ def test_permanent_fault_raises_with_every_attempt(served, cog, status, reason, 
 def test_transient_faults_during_a_build_give_the_clean_dataset(served, small_world, small_preset, small_dataset,
                                                                 tmp_path):
     faults = [
-        served.add(Fault(S2 + r"S2B[^/]*/SCL\.tif$", status=429, count=3, after=5, retry_after="0")),
+        # after=0: demo world v2's small chips and 256 px COG blocks need few requests per SCL file
+        # (GDAL caches what it fetched), so a later threshold may never be reached.
+        served.add(Fault(S2 + r"S2B[^/]*/SCL\.tif$", status=429, count=3, after=0, retry_after="0")),
         served.add(Fault(r"/B04\.tif$", status=503, count=3, after=10)),
         # after=0: how many HEADs GDAL sends per file varies with its stat cache and thread timing, so a
         # later threshold may never be reached; the first HEADs (and their retries) always happen.
@@ -123,7 +127,9 @@ def test_expired_sas_tokens_are_renewed(small_world, small_preset, small_dataset
     from planetary_computer.settings import Settings
 
     catalog = blob_catalog(small_world, tmp_path / "blob-catalog")
-    with FaultServer(catalog.parent, blob_root=small_world.parent, token_max_age=2.0) as server:
+    # Each token is refused after 200 blob requests: about 5 expire during the build (≈1,100 blob
+    # requests), and a re-signed read (a few dozen requests at most) always finishes on its token.
+    with FaultServer(catalog.parent, blob_root=small_world.parent, token_uses=200) as server:
         monkeypatch.setenv("GDAL_HTTP_PROXY", server.proxy)  # blob hosts resolve to the server
         monkeypatch.setenv("PC_SDK_SAS_URL", server.url + TOKEN_PATH)  # for fresh worker processes
         monkeypatch.setattr(Settings.get(), "sas_url", server.url + TOKEN_PATH)

@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from ackd_bench.curation.demo_world import demo_pair_site, demo_regions
+from ackd_bench.curation.demo.world import demo_pair_site, demo_regions
 from ackd_bench.curation.presets import (
     DEFAULT_PRESET, PRESET_DIR, PresetError, demo_preset, get_preset, list_presets,
 )

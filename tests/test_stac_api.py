@@ -45,7 +45,8 @@ def test_the_api_serves_the_loaded_catalog(stac_api):
     assert "https://api.stacspec.org/v1.0.0/item-search" in conforms
     assert "https://api.stacspec.org/v1.0.0/item-search#query" in conforms
     collections = {c["id"]: c for c in _get(stac_api.url + "collections")["collections"]}
-    assert sorted(collections) == sorted(stac_api.loaded["collections"]) == ["esa-worldcover", "naip", "sentinel-2-l2a"]
+    assert sorted(collections) == sorted(stac_api.loaded["collections"]) == [
+        "ackd-demo-truth", "esa-worldcover", "naip", "sentinel-2-l2a"]  # demo world v2's truth collection too
     for cid in collections:
         served = sorted(item["id"] for item in _items(stac_api, cid))
         assert served == sorted(i for c, i in stac_api.loaded["items"] if c == cid)

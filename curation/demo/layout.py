@@ -1,7 +1,9 @@
-"""Macro layout of a demo region: land-use zones, their classes, rivers and roads.
+"""Macro layout of a demo region: land-use zones, their classes and sub-types, inclusions, rivers, roads.
 
 The layout is decided once per region on a coarse grid (tens of metres in ``eu``, a few metres in
-``us``); :mod:`demo_landcover` then renders any window of it at full resolution.
+``us``); :mod:`landcover` then renders any window of it at full resolution. Zones (kilometres) carry
+one class each; *inclusions* (tens to a hundred metres: woodlots and ponds in farmland, clearings in
+forest, farmsteads) put other classes inside them, so many chips are mixtures.
 """
 
 from __future__ import annotations
@@ -11,14 +13,24 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import ndimage
 
-from .demo_noise import fbm_grid, hash_uniform, jittered_nearest
-
-# ESA WorldCover codes used by the demo world (0 is nodata).
-TREE, SHRUB, GRASS, CROP, BUILT, BARE, WATER, WETLAND = 10, 20, 30, 40, 50, 60, 80, 90
-CLASS_CODES = (TREE, SHRUB, GRASS, CROP, BUILT, BARE, WATER, WETLAND)
+from .classes import BARE, BUILT, CLASS_CODES, CROP, GRASS, SHRUB, TREE, WATER, WETLAND
+from .noise import fbm_grid, hash_uniform, jittered_nearest
+from .portable_math import cos, sin
+from .subtypes import draw_subtypes
 
 # Random streams: one number per independent field, so adding a field never shifts another.
-S_WARP_X, S_WARP_Y, S_ZONES, S_ZONE_ORDER, S_ZONE_ATTR = 1, 2, 3, 4, 5
+S_WARP_X, S_WARP_Y, S_ZONES, S_ZONE_ORDER, S_ZONE_ATTR, S_ZONE_SUBTYPE, S_INCLUSION = 1, 2, 3, 4, 5, 6, 7
+# What grows inside a zone of each class: (share of inclusion cells taken, ((class, weight), ...)).
+INCLUSIONS = {
+    CROP: (0.05, ((GRASS, 0.35), (TREE, 0.25), (BUILT, 0.15), (WETLAND, 0.15), (WATER, 0.10))),
+    GRASS: (0.055, ((TREE, 0.35), (SHRUB, 0.25), (CROP, 0.20), (WETLAND, 0.10), (BUILT, 0.10))),
+    TREE: (0.04, ((GRASS, 0.40), (SHRUB, 0.35), (WETLAND, 0.10), (WATER, 0.15))),
+    SHRUB: (0.065, ((GRASS, 0.35), (BARE, 0.25), (TREE, 0.40))),
+    BUILT: (0.03, ((GRASS, 0.50), (TREE, 0.50))),
+    BARE: (0.05, ((SHRUB, 0.50), (GRASS, 0.30), (WATER, 0.20))),
+    WATER: (0.02, ((WETLAND, 1.0),)),
+    WETLAND: (0.065, ((WATER, 0.40), (GRASS, 0.30), (TREE, 0.30))),
+}
 
 
 @dataclass(frozen=True)
@@ -39,10 +51,11 @@ class RegionStyle:
         section_roads: spacing of a cardinal road grid in metres, 0 for none (``us``: 1 mile).
         shore_ring: width range of the reed ring around lakes in metres.
         pivot_fraction: share of crop parcels irrigated by a centre pivot.
-        shrub_cover: typical share of shrubland covered by shrubs (dense heath vs scattered).
         zone_jitter: how far a zone's seed strays from the centre of its lattice square, as a
             share of ``zone_cell`` (0: square zones on a ``zone_cell`` grid).
         zone_warp: amplitude of the domain warp that bends zone edges, in ``zone_cell`` units.
+        inclusion_cell: size of inclusion patches in metres (one candidate patch per square).
+        inclusion_scale: factor on the shares of :data:`INCLUSIONS` (0: no inclusions).
     """
 
     name: str
@@ -60,13 +73,17 @@ class RegionStyle:
     section_roads: float
     shore_ring: tuple[float, float]
     pivot_fraction: float
-    shrub_cover: float
     zone_jitter: float = 0.8
     zone_warp: float = 1.1
+    inclusion_cell: float = 120.0
+    inclusion_scale: float = 1.0
 
 
-# Priors are set so that every class leaves >= 250 pure chips at scale 1 (see the tests) while
-# keeping each region's character: eu wooded, grassy and built up; us dominated by cropland.
+# Zone priors are set so that, after the land-cover map's errors, every class of the map leaves
+# enough candidate chips at scale 1 for the demo preset's per-class budgets (MS 900 chips of 240 m,
+# RGB 720 chips of 128 m; see the tests), while keeping each region's character: eu wooded and
+# grassy; us with more cropland, towns and wetland than anything else (the map takes much of its
+# wetland for grassland or water).
 STYLES: dict[str, RegionStyle] = {
     "eu": RegionStyle(
         name="eu",
@@ -85,15 +102,15 @@ STYLES: dict[str, RegionStyle] = {
         section_roads=0.0,
         shore_ring=(20.0, 60.0),
         pivot_fraction=0.0,
-        shrub_cover=0.7,
+        inclusion_cell=150.0,
     ),
     "us": RegionStyle(
         name="us",
         pixel=1.0,
-        coarse=4.0,
+        coarse=8.0,
         zone_cell=700.0,
-        priors={TREE: 0.10, SHRUB: 0.10, GRASS: 0.14, CROP: 0.24, BUILT: 0.10, BARE: 0.10,
-                WATER: 0.11, WETLAND: 0.11},
+        priors={TREE: 0.12, SHRUB: 0.14, GRASS: 0.05, CROP: 0.12, BUILT: 0.12, BARE: 0.14,
+                WATER: 0.11, WETLAND: 0.20},
         field_angle_spread=0.0,
         parcel_width=(180.0, 420.0),
         parcel_length=(200.0, 420.0),
@@ -104,17 +121,18 @@ STYLES: dict[str, RegionStyle] = {
         section_roads=1609.344,
         shore_ring=(5.0, 18.0),
         pivot_fraction=0.35,
-        shrub_cover=0.45,
+        inclusion_cell=60.0,
     ),
 }
 # The pair site (demo_world.demo_pair_site): Iowa again, imaged by Sentinel-2 and NAIP alike, laid
 # out as square blocks of 3 × 3 Sentinel-2 chips, one land use each, with section roads along
 # their edges. The us region's ~700 m zones leave few pure 640 m chips; these blocks leave several
 # per class, so paired builds find co-located chips of every class. It keeps the us style name,
-# which picks the appearance (spectra, crop calendar) and the forest type.
+# which picks the appearance (spectra, crop calendar), the sub-type priors and the forest type; its
+# blocks have no inclusions, so each holds pure chips of its class.
 PAIR_BLOCK_M = 1920.0
 STYLES["pair"] = replace(STYLES["us"], zone_cell=PAIR_BLOCK_M, zone_jitter=0.0, zone_warp=0.06, rivers=(),
-                         section_roads=PAIR_BLOCK_M)
+                         section_roads=PAIR_BLOCK_M, inclusion_scale=0.0)
 
 
 @dataclass(frozen=True)
@@ -134,7 +152,7 @@ class Meander:
 
     def distance(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Approximate distance (metres) of points to the centreline, and their ``u`` coordinate."""
-        c, s = np.cos(self.angle), np.sin(self.angle)
+        c, s = float(cos(self.angle)), float(sin(self.angle))
         dx, dy = x - self.origin[0], y - self.origin[1]
         u = dx * c + dy * s
         v = -dx * s + dy * c
@@ -142,8 +160,8 @@ class Meander:
         slope = np.zeros_like(u)
         for amp, wavelength, phase in self.waves:
             arg = 2 * np.pi * u / wavelength + phase
-            offset += amp * np.sin(arg)
-            slope += amp * 2 * np.pi / wavelength * np.cos(arg)
+            offset += amp * sin(arg)
+            slope += amp * 2 * np.pi / wavelength * cos(arg)
         return np.abs(v - offset) / np.sqrt(1.0 + slope**2), u
 
     def reach(self) -> float:
@@ -162,6 +180,9 @@ class Landscape:
         grid_x0, grid_y0: top-left corner of the coarse grid (metres).
         zone: coarse zone index map (int32, rows run south).
         zone_class: WorldCover code per zone index.
+        zone_subtype: sub-type id per zone index (objects such as fields and stands draw their own).
+        cell_class: WorldCover code per coarse cell: the zone's class, or an inclusion's.
+        cell_subtype: sub-type id per coarse cell, likewise.
         water_dist, built_dist: distance (metres) from inside a lake / town to its edge, on
             the coarse grid.
         rivers, roads: linear features.
@@ -174,14 +195,17 @@ class Landscape:
     grid_y0: float
     zone: np.ndarray
     zone_class: np.ndarray
+    zone_subtype: np.ndarray
+    cell_class: np.ndarray
+    cell_subtype: np.ndarray
     water_dist: np.ndarray
     built_dist: np.ndarray
     rivers: tuple[Meander, ...]
     roads: tuple[Meander, ...]
 
     def coarse_class(self) -> np.ndarray:
-        """WorldCover code of every coarse cell."""
-        return self.zone_class[self.zone]
+        """WorldCover code of every coarse cell (inclusions included)."""
+        return self.cell_class
 
 
 def build_landscape(style: RegionStyle, bounds: tuple[float, ...], seed: int) -> Landscape:
@@ -193,7 +217,9 @@ def build_landscape(style: RegionStyle, bounds: tuple[float, ...], seed: int) ->
     zone = _warped_zones(style, seed, xs, ys)
     inside = _region_mask(xs, ys, bounds)
     zone_class = _assign_classes(style, seed, zone, inside)
-    coarse = zone_class[zone]
+    zone_subtype = _zone_subtypes(style, seed, zone_class)
+    cell_class, cell_subtype = zone_class[zone], zone_subtype[zone]
+    _add_inclusions(style, seed, xs, ys, cell_class, cell_subtype)
     return Landscape(
         style=style,
         bounds=tuple(bounds),
@@ -202,8 +228,11 @@ def build_landscape(style: RegionStyle, bounds: tuple[float, ...], seed: int) ->
         grid_y0=maxy + margin,
         zone=zone,
         zone_class=zone_class,
-        water_dist=_inner_distance(coarse == WATER, style.coarse),
-        built_dist=_inner_distance(coarse == BUILT, style.coarse),
+        zone_subtype=zone_subtype,
+        cell_class=cell_class,
+        cell_subtype=cell_subtype,
+        water_dist=_inner_distance(cell_class == WATER, style.coarse),
+        built_dist=_inner_distance(cell_class == BUILT, style.coarse),
         rivers=_rivers(style, seed, bounds),
         roads=_main_roads(style, seed, bounds),
     )
@@ -261,6 +290,47 @@ def _assign_classes(
     return classes
 
 
+def _zone_subtypes(style: RegionStyle, seed: int, zone_class: np.ndarray) -> np.ndarray:
+    """A sub-type per zone, drawn from the region's priors for the zone's class."""
+    u = hash_uniform(seed, S_ZONE_SUBTYPE, np.arange(len(zone_class)))
+    out = np.zeros(len(zone_class), np.uint8)
+    for code in CLASS_CODES:
+        mine = zone_class == code
+        out[mine] = draw_subtypes(style.name, code, u[mine], exclude=("centre_pivot",))
+    return out
+
+
+def _add_inclusions(style: RegionStyle, seed: int, xs: np.ndarray, ys: np.ndarray, cell_class: np.ndarray,
+                    cell_subtype: np.ndarray) -> None:
+    """Put patches of other classes inside zones (in place): woodlots and ponds in farmland, and so on.
+
+    Patches are the cells of a jittered grid of ``inclusion_cell`` seen through a gentle warp;
+    a patch is an inclusion with the probability :data:`INCLUSIONS` gives the class under it, and
+    then takes a class (and a sub-type) drawn from that row.
+    """
+    if style.inclusion_scale <= 0:
+        return
+    cell = style.inclusion_cell
+    warp_x = 0.35 * cell * fbm_grid(seed, S_INCLUSION, xs, ys, 2 * cell, 3)
+    warp_y = 0.35 * cell * fbm_grid(seed, S_INCLUSION + 1, xs, ys, 2 * cell, 3)
+    rows, cols, _, _ = jittered_nearest(seed, S_INCLUSION, xs[None, :] + warp_x, ys[:, None] + warp_y, cell)
+    u = [hash_uniform(seed, S_INCLUSION + 10 + k, rows, cols) for k in range(3)]
+    host = cell_class.copy()
+    for code, (share, table) in INCLUSIONS.items():
+        hit = (host == code) & (u[0] < share * style.inclusion_scale)
+        if not hit.any():
+            continue
+        weights = np.array([w for _, w in table], np.float64)
+        pick = np.searchsorted(np.cumsum(weights) / weights.sum(), u[1][hit].astype(np.float64), side="right")
+        classes = np.array([c for c, _ in table], np.uint8)[np.minimum(pick, len(table) - 1)]
+        cell_class[hit] = classes
+        subtypes = np.zeros(len(classes), np.uint8)
+        for other in np.unique(classes):
+            mine = classes == other
+            subtypes[mine] = draw_subtypes(style.name, int(other), u[2][hit][mine], exclude=("centre_pivot",))
+        cell_subtype[hit] = subtypes
+
+
 def _inner_distance(mask: np.ndarray, cell: float) -> np.ndarray:
     """Distance (metres) from each cell inside ``mask`` to the nearest cell outside it."""
     return (ndimage.distance_transform_edt(mask) * cell).astype(np.float32)
@@ -281,15 +351,13 @@ def _meander(
         float(minx + (maxx - minx) * rng.uniform(0.2, 0.8)),
         float(miny + (maxy - miny) * rng.uniform(0.2, 0.8)),
     )
-    waves = tuple(
-        (
-            float(amplitude * rng.uniform(0.5, 1.0) / 2**k),
-            float(wavelength * rng.uniform(0.8, 1.25) / 2.2**k),
-            float(rng.uniform(0, 2 * np.pi)),
-        )
-        for k in range(3)
-    )
-    return Meander(origin, float(rng.uniform(0, np.pi)), waves, half_width, buffer, index)
+    waves, shrink = [], 1.0
+    for k in range(3):
+        waves.append((float(amplitude * rng.uniform(0.5, 1.0) / 2**k),
+                      float(wavelength * rng.uniform(0.8, 1.25) / shrink),
+                      float(rng.uniform(0, 2 * np.pi))))
+        shrink *= 2.2  # 2.2**k by products (the C library's pow differs between CPUs)
+    return Meander(origin, float(rng.uniform(0, np.pi)), tuple(waves), half_width, buffer, index)
 
 
 def _rivers(style: RegionStyle, seed: int, bounds: tuple[float, ...]) -> tuple[Meander, ...]:

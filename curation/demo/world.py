@@ -2,10 +2,12 @@
 
 Planetary Computer is not reachable offline, so the curation pipeline can run on this instead:
 two disjoint regions (``eu``: Sentinel-2 L2A over central Germany; ``us``: NAIP over Iowa) with
-an ESA-WorldCover-like label map, rendered into COGs under a self-contained STAC catalog with
-Planetary Computer's collection ids, asset keys and metadata fields. On request the world also
-holds a *pair site* east of the ``us`` region, imaged by both sensors, for ``paired`` and
-``partial`` builds. See DESIGN.md, "The embedded demo world".
+an ESA-WorldCover-like label map (with a real map's errors), rendered into COGs under a
+self-contained STAC catalog with Planetary Computer's collection ids, asset keys and metadata
+fields, plus a collection of its own with the world's latent truth (true class, sub-type and
+appearance factors per pixel). On request the world also holds a *pair site* east of the ``us``
+region, imaged by both sensors, for ``paired`` and ``partial`` builds. See DESIGN.md, "The
+embedded demo world", and the README's "The demo world".
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import math
 import os
 import shutil
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,49 +28,27 @@ from tqdm import tqdm
 
 from ackd_bench.benchmark.errors import AckdBenchError
 
-from .demo_catalog import (
-    S2_TILE,
-    collection,
-    naip_item,
-    naip_item_id,
-    s2_item,
-    worldcover_item,
-)
-from .demo_landcover import render_landcover
-from .demo_layout import PAIR_BLOCK_M, STYLES, Landscape, build_landscape
-from .demo_naip import NAIP_FLIGHTS, NaipTile, naip_tiles, render_naip_tile
-from .demo_rasters import (
-    grid_transform,
-    lonlat_geometry,
-    proj_fields,
-    region_polygon,
-    worldcover_map,
-    worldcover_tile_name,
-    write_cog,
-)
-from .demo_s2 import (
-    BANDS_10M,
-    PAIR_S2_ACQUISITIONS,
-    PAIR_S2_EPSG,
-    PAIR_S2_TILE,
-    STRIP_ROWS,
-    S2Scene,
-    render_s2_scenes,
-    valid_footprint,
-)
+from .landcover import render_landcover
+from .landcover_map import map_labels
+from .layout import PAIR_BLOCK_M, STYLES, build_landscape
+from .naip import TRUTH_STEP, naip_tiles
+from .stac_items import collection
+from .truth import TRUTH_COLLECTION, block_majority
+from .writers import mosaic, write_naip_tile, write_pair_s2, write_s2, write_truth, write_worldcover
 
-DEMO_WORLD_VERSION: str = "1"
-DEMO_COLLECTIONS = ("sentinel-2-l2a", "naip", "esa-worldcover")
+DEMO_WORLD_VERSION: str = "2"
+DEMO_COLLECTIONS = ("sentinel-2-l2a", "naip", "esa-worldcover", TRUTH_COLLECTION)
+TRUTH_SOURCE = f"ackd-bench demo world v{DEMO_WORLD_VERSION}"
 DEMO_DATE_RANGE = ("2021-01-01T00:00:00Z", "2023-12-31T23:59:59Z")
 CACHE_ENV = "ACKD_BENCH_CACHE"
 MAX_SCALE = 2.0
 _REGION_GRID_M = 20.0  # region sides are whole 20 m Sentinel-2 pixels
 _BASE_REGIONS = {
-    "eu": (32632, (500000.0, 5520000.0, 540000.0, 5560000.0), ("sentinel-2-l2a",)),
-    "us": (26915, (400000.0, 4642000.0, 408000.0, 4650000.0), ("naip",)),
+    "eu": (32632, (500000.0, 5520000.0, 536000.0, 5556000.0), ("sentinel-2-l2a",)),
+    "us": (26915, (400000.0, 4642000.0, 412000.0, 4654000.0), ("naip",)),
 }
 # South-west corner of the pair site: on the block grid, east of the us region at any scale.
-_PAIR_ORIGIN = (219 * PAIR_BLOCK_M, 2418 * PAIR_BLOCK_M)
+_PAIR_ORIGIN = (226 * PAIR_BLOCK_M, 2418 * PAIR_BLOCK_M)
 
 
 class DemoWorldError(AckdBenchError, FileExistsError):
@@ -134,20 +115,42 @@ def demo_pair_site(scale: float = 1.0) -> DemoRegion:
     return DemoRegion("pair", 26915, (west, south, west + side, south + side), ("sentinel-2-l2a", "naip"))
 
 
-def demo_label_map(region: DemoRegion, seed: int = 0) -> tuple[np.ndarray, float]:
-    """The region's WorldCover labels at its finest resolution, without rendering imagery.
+def demo_label_map(region: DemoRegion, seed: int = 0, *, truth: bool = False) -> tuple[np.ndarray, float]:
+    """A region's land-cover codes without rendering imagery (fast: labels only).
 
-    Fast (labels only); the same labels the catalog's imagery and ``esa-worldcover`` map show.
     Rows run south from the region's north-west corner.
 
+    Args:
+        truth: the true codes at the region's finest pixel instead of the ``esa-worldcover``
+            map's codes (with its errors) on the region's 10 m grid.
+
     Returns:
-        (uint8 label map, pixel size in metres: 10 for ``eu``, 1 for ``us`` and ``pair``).
+        (uint8 codes, pixel size in metres: 10 for the map and ``eu``; 1 for the truth of ``us``
+        and ``pair``).
+    """
+    labels, subtypes, pixel = demo_truth_labels(region, seed)
+    if truth:
+        return labels, pixel
+    factor = int(round(10.0 / pixel))
+    labels10, subtypes10 = block_majority(labels, subtypes, factor) if factor > 1 else (labels, subtypes)
+    minx, _, _, maxy = region.bounds
+    xs = minx + (np.arange(labels10.shape[1]) + 0.5) * 10.0
+    ys = maxy - (np.arange(labels10.shape[0]) + 0.5) * 10.0
+    return map_labels(seed, labels10, subtypes10, xs, ys), 10.0
+
+
+def demo_truth_labels(region: DemoRegion, seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
+    """A region's true codes and sub-type ids at its finest pixel (labels only, no imagery).
+
+    Returns:
+        (codes, sub-type ids, pixel size in metres).
     """
     land = build_landscape(STYLES[region.name], region.bounds, seed)
     pixel = land.style.pixel
     minx, miny, maxx, maxy = region.bounds
     height, width = int(round((maxy - miny) / pixel)), int(round((maxx - minx) / pixel))
     labels = np.zeros((height, width), np.uint8)
+    subtypes = np.zeros((height, width), np.uint8)
     step = 2000
     for top in range(0, height, step):
         for left in range(0, width, step):
@@ -155,7 +158,8 @@ def demo_label_map(region: DemoRegion, seed: int = 0) -> tuple[np.ndarray, float
             window = render_landcover(land, minx + left * pixel, maxy - top * pixel, rows, cols,
                                       labels_only=True)
             labels[top : top + rows, left : left + cols] = window.label
-    return labels, pixel
+            subtypes[top : top + rows, left : left + cols] = window.subtype
+    return labels, subtypes, pixel
 
 
 def default_cache_dir() -> Path:
@@ -192,7 +196,8 @@ def build_demo_catalog(
 
     The catalog is built in a temporary sibling folder and renamed into place, so ``out_dir``
     either holds a finished catalog or nothing; ``catalog.json`` is written last. A finished
-    catalog is not rebuilt.
+    catalog is not rebuilt. The rendering runs in two spawned worker processes, so a script that
+    calls this at import time needs Python's ``if __name__ == "__main__":`` guard.
 
     Args:
         out_dir: folder of the catalog (created; must not exist, be empty, or hold a catalog).
@@ -267,50 +272,57 @@ def _sync_tree(folder: Path) -> None:
 def _write_world(
     root: Path, regions: dict[str, DemoRegion], seed: int, scale: float, progress: bool
 ) -> None:
-    """Render the regions (and the pair site, if asked), write their COGs and the STAC catalog."""
+    """Render the regions (and the pair site, if asked), write their COGs and the STAC catalog.
+
+    Sentinel-2 and every NAIP tile render in two worker processes (NumPy holds the GIL too often
+    for threads to use both cores); results come back in submission order, so the bytes written
+    do not depend on which finishes first.
+    """
     eu, us, pair = regions["eu"], regions["us"], regions.get("pair")
     tiles = naip_tiles(us.bounds)
     pair_tiles = naip_tiles(pair.bounds) if pair else []
-    eu_strips = math.ceil(round((eu.bounds[3] - eu.bounds[1]) / 10.0) / STRIP_ROWS)
-    # One step per Sentinel-2 strip, NAIP tile, and write; they take comparable time.
-    steps = eu_strips + len(tiles) + 3 + (len(pair_tiles) + 2 if pair else 0)
-    with tqdm(total=steps, desc="demo world", unit="step", disable=not progress, leave=False) as bar:
-        eu_land = build_landscape(STYLES["eu"], eu.bounds, seed)
-        us_land = build_landscape(STYLES["us"], us.bounds, seed)
-        pair_land = build_landscape(STYLES["pair"], pair.bounds, seed) if pair else None
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            # Sentinel-2 renders strip by strip in one worker while NAIP tiles fill the other.
-            s2_job = pool.submit(_write_s2, root, eu, eu_land, bar)
-            naip_jobs = [
-                pool.submit(_write_naip_tile, root, us, us_land, tile, bar) for tile in tiles
-            ]
-            pair_jobs = [pool.submit(_write_pair_s2, root, pair, seed, bar)] if pair else []
-            pair_jobs += [pool.submit(_write_naip_tile, root, pair, pair_land, t, bar) for t in pair_tiles]
-            try:
-                s2_items, eu_labels = s2_job.result()
-                naip_results = [job.result() for job in naip_jobs]
-                pair_results = [job.result() for job in pair_jobs]
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)  # fail fast, not after every tile
-                raise
-        naip_items = [item for item, _ in naip_results]
-        us_labels = _mosaic_labels(us, tiles, [labels for _, labels in naip_results])
+    steps = 1 + len(tiles) + 1 + (len(pair_tiles) + 1 if pair else 0)
+    with tqdm(total=steps, desc="demo world", unit="step", disable=not progress, leave=False) as bar, \
+            ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        # The longest job (all Sentinel-2 scenes) first; NAIP tiles fill the other process.
+        s2_job = pool.submit(write_s2, root, eu, seed)
+        naip_jobs = [pool.submit(write_naip_tile, root, us, seed, tile) for tile in tiles]
+        pair_jobs = [pool.submit(write_pair_s2, root, pair, seed)] if pair else []
+        pair_jobs += [pool.submit(write_naip_tile, root, pair, seed, t) for t in pair_tiles]
+        for job in (s2_job, *naip_jobs, *pair_jobs):
+            job.add_done_callback(lambda _: bar.update(1))
+        try:
+            s2_items, eu_truth, eu_map = s2_job.result()
+            naip_results = [job.result() for job in naip_jobs]
+            pair_results = [job.result() for job in pair_jobs]
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # fail fast, not after every tile
+            raise
+        naip_items = [item for item, _, _ in naip_results]
         wc_items = [
-            _write_worldcover(root, eu, eu_labels),
-            _write_worldcover(root, us, us_labels),
+            write_worldcover(root, eu, eu_map),
+            write_worldcover(root, us, mosaic(us, tiles, [m for _, _, m in naip_results], 10.0)),
         ]
-        bar.update(2)
+        truth_items = [
+            write_truth(root, eu, eu_truth, 10.0, TRUTH_SOURCE),
+            write_truth(root, us, mosaic(us, tiles, [t for _, t, _ in naip_results], TRUTH_STEP), TRUTH_STEP,
+                        TRUTH_SOURCE),
+        ]
         description = (
             "A deterministic procedural world shaped like Planetary Computer's collections: "
-            "Sentinel-2 L2A over a central-German region, NAIP over an Iowa region, and an "
-            "ESA-WorldCover-like label map of both. Synthetic data for testing and demos."
+            "Sentinel-2 L2A over a central-German region, NAIP over an Iowa region, an "
+            "ESA-WorldCover-like label map of both (with a real map's errors), and the world's "
+            "latent truth. Synthetic data for testing and demos."
         )
         meta = {"version": DEMO_WORLD_VERSION, "seed": seed, "scale": scale}
         if pair:
             s2_items += pair_results[0]
-            naip_items += [item for item, _ in pair_results[1:]]
-            pair_labels = _mosaic_labels(pair, pair_tiles, [labels for _, labels in pair_results[1:]])
-            wc_items.append(_write_worldcover(root, pair, pair_labels, id_suffix="_pair-site"))
+            site = pair_results[1:]
+            naip_items += [item for item, _, _ in site]
+            wc_items.append(write_worldcover(root, pair, mosaic(pair, pair_tiles, [m for _, _, m in site], 10.0),
+                                             id_suffix="_pair-site"))
+            truth_items.append(write_truth(root, pair, mosaic(pair, pair_tiles, [t for _, t, _ in site], TRUTH_STEP),
+                                           TRUTH_STEP, TRUTH_SOURCE))
             description += " A pair site east of the Iowa region is imaged by both sensors."
             meta["pair_site"] = True
         catalog = pystac.Catalog(
@@ -319,93 +331,8 @@ def _write_world(
             description=description,
             extra_fields={"ackd:demo_world": meta},
         )
-        for collection_id, items in zip(DEMO_COLLECTIONS, (s2_items, naip_items, wc_items)):
+        for collection_id, items in zip(DEMO_COLLECTIONS, (s2_items, naip_items, wc_items, truth_items)):
             catalog.add_child(collection(collection_id, items))
         catalog.normalize_hrefs(str(root))
         catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
         bar.update(1)
-
-
-def _item_dir(root: Path, collection_id: str, item_id: str) -> Path:
-    """Where pystac's default layout puts an item; its assets sit beside its JSON."""
-    folder = root / collection_id / item_id
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def _write_s2(
-    root: Path, region: DemoRegion, land: Landscape, bar: tqdm
-) -> tuple[list[pystac.Item], np.ndarray]:
-    """Render the Sentinel-2 scenes and write one item (11 COGs) per acquisition."""
-    scenes, labels = render_s2_scenes(land, lambda rows: bar.update(1))
-    items = [_write_s2_scene(root, region, scene, region.epsg, S2_TILE) for scene in scenes]
-    return items, labels
-
-
-def _write_pair_s2(root: Path, site: DemoRegion, seed: int, bar: tqdm) -> list[pystac.Item]:
-    """The pair site's Sentinel-2 scenes, rendered from its landscape at 10 m, in WGS 84 / UTM."""
-    land = build_landscape(replace(STYLES["pair"], pixel=10.0), site.bounds, seed)  # same layout
-    scenes, _ = render_s2_scenes(land, acquisitions=PAIR_S2_ACQUISITIONS)
-    bar.update(1)
-    return [_write_s2_scene(root, site, scene, PAIR_S2_EPSG, PAIR_S2_TILE) for scene in scenes]
-
-
-def _write_s2_scene(root: Path, region: DemoRegion, scene: S2Scene, epsg: int, tile: str) -> pystac.Item:
-    """Write the 11 COGs of one acquisition (in EPSG ``epsg``, MGRS ``tile``) and return its item."""
-    acq = scene.acquisition
-    minx, _, _, maxy = region.bounds
-    folder = _item_dir(root, "sentinel-2-l2a", acq.item_id(tile))
-    crs = f"EPSG:{epsg}"
-    assets_proj = {}
-    for band, data in [*scene.bands.items(), ("SCL", scene.scl)]:
-        pixel = 10.0 if band in BANDS_10M else 20.0
-        transform = grid_transform(pixel, minx, maxy)
-        write_cog(folder / f"{band}.tif", data, transform, crs, nodata=0, categorical=band == "SCL")
-        assets_proj[band] = proj_fields(transform, data.shape, epsg)
-    footprint = lonlat_geometry(valid_footprint(region.bounds, acq), epsg)
-    return s2_item(acq, footprint, scene.scl, assets_proj, tile)
-
-
-def _write_naip_tile(
-    root: Path, region: DemoRegion, land: Landscape, tile: NaipTile, bar: tqdm
-) -> tuple[pystac.Item, np.ndarray]:
-    """Render one NAIP tile and write its item; also return its 10 m majority labels."""
-    image, labels = render_naip_tile(land, tile)
-    when = NAIP_FLIGHTS[tile.flight].datetime
-    geometry = lonlat_geometry(region_polygon(tile.bounds), region.epsg)
-    item_id = naip_item_id(tile, geometry[1], when)
-    transform = grid_transform(1.0, tile.bounds[0], tile.bounds[3])
-    write_cog(_item_dir(root, "naip", item_id) / "image.tif", image, transform,
-              f"EPSG:{region.epsg}", nodata=0)
-    proj = proj_fields(transform, image.shape[1:], region.epsg)
-    bar.update(1)
-    return naip_item(tile, item_id, when, geometry, proj), labels
-
-
-def _mosaic_labels(
-    region: DemoRegion, tiles: list[NaipTile], parts: list[np.ndarray]
-) -> np.ndarray:
-    """Assemble the 10 m label map of a region from its tiles' pieces."""
-    minx, miny, maxx, maxy = region.bounds
-    mosaic = np.zeros((int(round((maxy - miny) / 10)), int(round((maxx - minx) / 10))), np.uint8)
-    for tile, part in zip(tiles, parts):
-        top = int(round((maxy - tile.bounds[3]) / 10))
-        left = int(round((tile.bounds[0] - minx) / 10))
-        mosaic[top : top + part.shape[0], left : left + part.shape[1]] = part
-    return mosaic
-
-
-def _write_worldcover(root: Path, region: DemoRegion, labels: np.ndarray, id_suffix: str = "") -> pystac.Item:
-    """Reproject a region's 10 m labels to the WorldCover grid and write its item."""
-    minx, _, _, maxy = region.bounds
-    bbox = region.bbox_lonlat()
-    wc_map, transform = worldcover_map(labels, grid_transform(10.0, minx, maxy), region.epsg, bbox)
-    tile_name = worldcover_tile_name(bbox)
-    item_id = f"ESA_WorldCover_10m_2021_v200_{tile_name}{id_suffix}"  # the pair site shares us's tile
-    write_cog(_item_dir(root, "esa-worldcover", item_id) / "map.tif", wc_map, transform,
-              "EPSG:4326", nodata=0, categorical=True)
-    west, south, east, north = (transform.c, transform.f + wc_map.shape[0] * transform.e,
-                                transform.c + wc_map.shape[1] * transform.a, transform.f)
-    geometry = lonlat_geometry(region_polygon((west, south, east, north)), 4326)
-    proj = proj_fields(transform, wc_map.shape, 4326)
-    return worldcover_item(item_id, tile_name, region.name, geometry, proj)

@@ -7,6 +7,8 @@ seamlessly whatever order or tiling it is rendered in.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -121,12 +123,13 @@ def fbm_grid(
     Octaves finer than ``min_cell`` (e.g. below the pixel size) are skipped: they would alias.
     """
     total = np.zeros((len(ys), len(xs)), np.float32)
-    norm = 0.0
+    norm, amp = 0.0, 1.0
     for octave in range(octaves):
         octave_cell = cell / 2**octave
         if octave and octave_cell < min_cell:
             break
-        amp = gain**octave
+        if octave:
+            amp *= gain  # gain**octave by products: the same bits everywhere, unlike the C library's pow
         total += np.float32(amp) * value_noise_grid(seed, stream * 64 + octave, xs, ys, octave_cell)
         norm += amp
     return total / np.float32(norm)
@@ -143,9 +146,10 @@ def fbm_points(
 ) -> np.ndarray:
     """Fractal value noise at arbitrary points; octave amplitudes normalised to sum to 1."""
     total = np.zeros(np.shape(x), np.float32)
-    norm = 0.0
+    norm, amp = 0.0, 1.0
     for octave in range(octaves):
-        amp = gain**octave
+        if octave:
+            amp *= gain
         noise = value_noise_points(seed, stream * 64 + octave, x, y, cell / 2**octave)
         total += np.float32(amp) * noise
         norm += amp
@@ -205,3 +209,15 @@ def jittered_nearest(
         x - table_x[best_flat],
         y - table_y[best_flat],
     )
+
+
+def sensor_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Zero-mean, unit-variance noise (float32): the sum of two uniform bytes, a triangle.
+
+    Built from the generator's raw bytes and integer sums, so it is the same on every CPU (NumPy's
+    Gaussian sampler calls the C library's ``exp``/``log`` in its tails, which are not).
+    """
+    n = int(np.prod(shape))
+    pair = np.frombuffer(rng.bytes(2 * n), np.uint8).reshape(2, n)
+    centred = pair[0].astype(np.int16) + pair[1] - np.int16(255)
+    return (centred.astype(np.float32) * np.float32(math.sqrt(6.0) / 255.0)).reshape(shape)

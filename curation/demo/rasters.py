@@ -29,13 +29,16 @@ def write_cog(
     data: np.ndarray,
     transform: Affine,
     crs: str,
-    nodata: int,
+    nodata: int | None,
     categorical: bool = False,
+    scale: float | None = None,
 ) -> None:
     """Write a (bands, h, w) or (h, w) array as a deflate-compressed, tiled COG with overviews.
 
     Args:
+        nodata: the nodata value, or None for none.
         categorical: class maps get nearest-neighbour overviews, reflectances averaged ones.
+        scale: stored scale of every band (value = DN * scale), as GDAL metadata.
     """
     if data.ndim == 2:
         data = data[None]
@@ -51,12 +54,14 @@ def write_cog(
         "nodata": nodata,
         "compress": "DEFLATE",
         "predictor": "2",
-        "blocksize": 512,
+        "blocksize": 256,  # chips are small: a read decompresses less around them than with 512
         "overview_resampling": "NEAREST" if categorical else "AVERAGE",
         "num_threads": "1",  # one thread per file; files are written in parallel instead
     }
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
+        if scale is not None:
+            dst.scales = [scale] * count
 
 
 def proj_fields(transform: Affine, shape: tuple[int, int], epsg: int) -> dict:

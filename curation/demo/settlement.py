@@ -1,13 +1,19 @@
-"""Towns of the demo world: street grids, blocks, houses with driveways, yard trees and shadows."""
+"""Towns of the demo world: street grids, blocks, houses with driveways, yard trees and shadows.
+
+A town's sub-type sets its make-up: dense centres (big houses on narrow lots, many halls), residential
+suburbs (houses in gardens), industrial estates (halls in parking lots).
+"""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from .demo_fields import Bricks, brick_layout, crown_shade
-from .demo_layout import GRASS as GRASS_CODE
-from .demo_layout import Landscape
-from .demo_materials import (
+from .classes import BUILT
+from .classes import GRASS as GRASS_CODE
+from .layout import Landscape
+from .materials import (
     ASPHALT,
     CONCRETE,
     FOREST,
@@ -16,12 +22,31 @@ from .demo_materials import (
     LandcoverWindow,
     Points,
     put,
+    shadow_length,
     sun_vector,
 )
-from .demo_noise import hash_uniform
+from .noise import hash_uniform
+from .objects import Bricks, brick_layout, crown_shade, object_traits
+from .subtypes import SUBTYPE_NAMES, subtype_id
 
 S_BLOCK, S_BLOCK_KIND, S_LOT, S_TREE = 7000, 8000, 9000, 10000
-PARK_SHARE, COMMERCIAL_SHARE = 0.05, 0.22
+DENSE, INDUSTRIAL = subtype_id("built_up/dense"), subtype_id("built_up/industrial")
+# Per sub-type: share of park blocks, share of hall blocks, lot width range (metres), density boost.
+PARK, HALLS, LOT_MIN, LOT_MAX, BOOST = range(5)
+_MAKEUP = np.tile(np.array([0.06, 0.06, 17.0, 27.0, 0.0]), (len(SUBTYPE_NAMES) + 1, 1))  # residential
+_MAKEUP[DENSE] = (0.03, 0.30, 12.0, 16.0, 0.3)
+_MAKEUP[INDUSTRIAL] = (0.02, 0.85, 17.0, 27.0, 0.1)
+
+
+def _makeup(subtype: np.ndarray, column: int) -> np.ndarray:
+    """One column of the town make-up per point, by its sub-type (residential for any other)."""
+    return _MAKEUP[np.asarray(subtype, np.int64), column]
+
+
+def _shares(subtype: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(park share, park + hall share) per point."""
+    park = _makeup(subtype, PARK)
+    return park, park + _makeup(subtype, HALLS)
 
 # Object codes of the metre-scale town model.
 LAWN, STREET, SIDEWALK, HOUSE, DRIVEWAY, YARD_TREE, HALL, PARKING = range(8)
@@ -35,7 +60,7 @@ def _blocks(land: Landscape, x: np.ndarray, y: np.ndarray, zone: np.ndarray) -> 
 
 
 def _block_kind(land: Landscape, blocks: Bricks) -> np.ndarray:
-    """One uniform per block: below PARK_SHARE a park, then commercial, else residential."""
+    """One uniform per block: below the park share a park, then a hall (commercial), else houses."""
     return hash_uniform(land.seed, S_BLOCK_KIND, blocks.zone, blocks.row, blocks.col)
 
 
@@ -45,14 +70,15 @@ def render_town(land: Landscape, win: LandcoverWindow, pts: Points) -> None:
         return
     blocks = _blocks(land, pts.x, pts.y, pts.zone)
     kind = _block_kind(land, blocks)
-    obj = blocks.uniforms(land.seed, S_BLOCK + 200)
-    put(win, pts, obj=obj)
+    subtype = win.subtype.reshape(-1)[pts.flat]
+    traits = object_traits(land, BUILT, S_BLOCK + 200, *blocks.keys(), subtype=subtype)
+    put(win, pts, factors=traits.factors, kind=traits.kind)
     if land.style.pixel > 2.0:
-        _render_town_mixture(land, win, pts, blocks, kind)
+        _render_town_mixture(land, win, pts, blocks, kind, subtype)
     else:
-        _render_town_objects(land, win, pts)
+        _render_town_objects(land, win, pts, subtype)
     park = mark_parks(land, win, pts, kind)
-    put(win, park, material=GRASS, second=FOREST, mix=0.3, paved=0.0)
+    put(win, park, material=GRASS, second=FOREST, mix=0.3, paved=0.0, subtype=0)
     if land.style.pixel <= 2.0 and len(park):
         shade = crown_shade(land.seed, S_TREE, park.x, park.y, 7.0, (0.3, 0.5), 0.35, height=8.0)
         crowns = ~np.isnan(shade) & (shade != np.float32(0.3))
@@ -66,13 +92,14 @@ def mark_parks(
     """Label town parks as grassland (WorldCover maps parks by what grows there); return them."""
     if kind is None:
         kind = _block_kind(land, _blocks(land, pts.x, pts.y, pts.zone))
-    park = pts.where(kind < PARK_SHARE)
+    park_share, _ = _shares(win.subtype.reshape(-1)[pts.flat])
+    park = pts.where(kind < park_share)
     put(win, park, label=GRASS_CODE)
     return park
 
 
 def _render_town_mixture(
-    land: Landscape, win: LandcoverWindow, pts: Points, blocks: Bricks, kind: np.ndarray
+    land: Landscape, win: LandcoverWindow, pts: Points, blocks: Bricks, kind: np.ndarray, subtype: np.ndarray
 ) -> None:
     """10 m town pixels: street, roof and garden fractions from the block geometry.
 
@@ -83,12 +110,13 @@ def _render_town_mixture(
     half_street = land.style.street_width / 2
     edge = blocks.edge()
     paved = np.clip((half_street - edge) / pixel + 0.5, 0.0, 1.0)
-    density = np.clip(0.45 + _town_depth(land, pts) / 1500.0, 0.45, 1.0)
+    density = np.clip(0.45 + _town_depth(land, pts) / 1500.0 + _makeup(subtype, BOOST), 0.45, 1.0)
     depth = 10.0 + 8.0 * density
     band = np.minimum(edge - (half_street + 3.0), half_street + 3.0 + depth - edge)
     in_band = np.clip(band / pixel + 0.5, 0.0, 1.0)
     roof = in_band * (0.55 + 0.45 * density) + (1.0 - in_band) * 0.3 * density
-    commercial = kind < PARK_SHARE + COMMERCIAL_SHARE
+    park_share, hall_share = _shares(subtype)
+    commercial = (kind >= park_share) & (kind < hall_share)
     roof = np.where(commercial, np.where(edge > half_street + 6.0, 0.75, roof), roof)
     put(
         win,
@@ -110,7 +138,7 @@ def _town_depth(land: Landscape, pts: Points) -> np.ndarray:
 
 
 def town_objects(
-    land: Landscape, x: np.ndarray, y: np.ndarray, zone: np.ndarray
+    land: Landscape, x: np.ndarray, y: np.ndarray, zone: np.ndarray, subtype: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Metre-scale town model: which object covers each point, and that object's uniform.
 
@@ -129,7 +157,8 @@ def town_objects(
     code = np.full(len(x), LAWN, np.uint8)
     facing_first = blocks.pv < blocks.length / 2
     depth_in = np.where(facing_first, blocks.pv, blocks.length - blocks.pv)
-    lot_width = 17.0 + 10.0 * hash_uniform(land.seed, S_LOT, blocks.zone, blocks.row, blocks.col)
+    low, high = _makeup(subtype, LOT_MIN), _makeup(subtype, LOT_MAX)
+    lot_width = low + (high - low) * hash_uniform(land.seed, S_LOT, blocks.zone, blocks.row, blocks.col)
     lot = np.floor(blocks.pu / lot_width).astype(np.int64)
     along = blocks.pu - lot * lot_width
     keys = (blocks.zone, blocks.row, blocks.col, lot, facing_first.astype(np.int64))
@@ -151,7 +180,8 @@ def town_objects(
     code[in_tree] = YARD_TREE
     code[in_drive] = DRIVEWAY
     code[in_house] = HOUSE
-    commercial = (kind >= PARK_SHARE) & (kind < PARK_SHARE + COMMERCIAL_SHARE)
+    park_share, hall_share = _shares(subtype)
+    commercial = (kind >= park_share) & (kind < hall_share)
     hall = (np.abs(blocks.pu - blocks.width / 2) < 0.36 * blocks.width) & (
         np.abs(blocks.pv - blocks.length / 2) < 0.32 * blocks.length
     )
@@ -162,9 +192,9 @@ def town_objects(
     return code, tone, (depth_in < front + house_d / 2) == facing_first
 
 
-def _render_town_objects(land: Landscape, win: LandcoverWindow, pts: Points) -> None:
+def _render_town_objects(land: Landscape, win: LandcoverWindow, pts: Points, subtype: np.ndarray) -> None:
     """1 m town pixels: materials from the object model, shadows from objects up-sun."""
-    code, roof_tone, first_plane = town_objects(land, pts.x, pts.y, pts.zone)
+    code, roof_tone, first_plane = town_objects(land, pts.x, pts.y, pts.zone, subtype)
     material = np.select(
         [code == STREET, code == PARKING, code == SIDEWALK, code == DRIVEWAY,
          (code == HOUSE) | (code == HALL), code == YARD_TREE],
@@ -172,16 +202,17 @@ def _render_town_objects(land: Landscape, win: LandcoverWindow, pts: Points) -> 
         GRASS,
     ).astype(np.uint8)
     shade = np.ones(len(pts), np.float32)
-    sx, sy, sz = sun_vector()
-    horizontal = np.hypot(sx, sy)
+    sx, sy, _ = sun_vector()
+    horizontal = math.sqrt(sx * sx + sy * sy)
     for caster, height in HEIGHT.items():
-        reach = height / np.tan(np.arcsin(sz))
+        reach = shadow_length(height)
         for step in (0.5, 1.0):
             up_sun, _, _ = town_objects(
                 land,
                 pts.x + step * reach * sx / horizontal,
                 pts.y + step * reach * sy / horizontal,
                 pts.zone,
+                subtype,
             )
             shadowed = (up_sun == caster) & (code != caster) & (code != HALL)
             shade[shadowed] = 0.35
@@ -190,6 +221,5 @@ def _render_town_objects(land: Landscape, win: LandcoverWindow, pts: Points) -> 
     roof = (code == HOUSE) | (code == HALL)
     put(win, pts, material=material, second=material, mix=0.0, paved=0.0,
         shade=(shade * ridge).astype(np.float32))
-    put(win, pts.where(roof), obj=(win.obj[0].reshape(-1)[pts.flat[roof]], roof_tone[roof],
-                                    win.obj[2].reshape(-1)[pts.flat[roof]]))
-    put(win, pts.where(code == YARD_TREE), obj=(0.5, 0.9, 0.5))
+    put(win, pts.where(roof), kind=roof_tone[roof])
+    put(win, pts.where(code == YARD_TREE), kind=0.9)  # broadleaved

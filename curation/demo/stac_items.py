@@ -13,9 +13,11 @@ from datetime import datetime
 import numpy as np
 import pystac
 
-from .demo_naip import NAIP_BANDS, NaipTile
-from .demo_rasters import COG_MEDIA_TYPE
-from .demo_s2 import BANDS_10M, SCL_FLAGGED, S2Acquisition
+from .naip import NAIP_BANDS, NaipTile
+from .rasters import COG_MEDIA_TYPE
+from .sentinel2 import BANDS_10M, SCL_FLAGGED, S2Acquisition
+from .subtypes import FACTORS, SUBTYPE_NAMES
+from .truth import FACTOR_SCALE, TRUTH_COLLECTION
 
 EXT = {
     "eo": "https://stac-extensions.github.io/eo/v1.0.0/schema.json",
@@ -216,6 +218,46 @@ def worldcover_item(
     return item
 
 
+def truth_item(item_id: str, region: str, source: str, geometry: tuple[dict, list[float]],
+               proj: dict[str, dict]) -> pystac.Item:
+    """An item of the demo world's truth collection: ``class``, ``subtype`` and ``factors`` COGs.
+
+    ``ackd:subtypes`` names the sub-type ids (id k is entry k - 1; 0 unknown), ``ackd:factors`` the
+    bands of ``factors`` (stored as round(255 * value); ``raster:bands`` scale 1/255).
+    """
+    item = pystac.Item(
+        id=item_id,
+        geometry=geometry[0],
+        bbox=geometry[1],
+        datetime=None,
+        properties={
+            "start_datetime": "2021-01-01T00:00:00Z",
+            "end_datetime": "2023-12-31T23:59:59Z",
+            "ackd:demo_region": region,
+            "ackd:truth_source": source,
+            "ackd:subtypes": list(SUBTYPE_NAMES),
+            "ackd:factors": list(FACTORS),
+            **proj["class"],
+        },
+        stac_extensions=[EXT["proj"], EXT["raster"], EXT["classification"]],
+    )
+    item.add_asset("class", pystac.Asset(
+        href="./class.tif", media_type=COG_MEDIA_TYPE, roles=["data"], title="True land cover (WorldCover codes)",
+        extra_fields={**proj["class"], "raster:bands": [{"nodata": 0, "data_type": "uint8"}],
+                      "classification:classes": _classes()},
+    ))
+    item.add_asset("subtype", pystac.Asset(
+        href="./subtype.tif", media_type=COG_MEDIA_TYPE, roles=["data"], title="True sub-type (ids of ackd:subtypes)",
+        extra_fields={**proj["subtype"], "raster:bands": [{"data_type": "uint8"}]},
+    ))
+    item.add_asset("factors", pystac.Asset(
+        href="./factors.tif", media_type=COG_MEDIA_TYPE, roles=["data"], title="Appearance factors (ackd:factors)",
+        extra_fields={**proj["factors"], "raster:bands": [{"name": name, "data_type": "uint8", "scale": 1 / FACTOR_SCALE,
+                                                          "offset": 0.0} for name in FACTORS]},
+    ))
+    return item
+
+
 def _extent(items: list[pystac.Item], start: str, end: str) -> pystac.Extent:
     boxes = np.array([item.bbox for item in items])
     bbox = [float(boxes[:, 0].min()), float(boxes[:, 1].min()),
@@ -277,6 +319,16 @@ _COLLECTIONS = {
                                   "title": "RGBIR COG tile",
                                   "eo:bands": [{"name": n, "common_name": c, "description": d}
                                                for n, (c, d) in NAIP_BAND_META.items()]}},
+    },
+    TRUTH_COLLECTION: {
+        "title": "ackd-bench demo world: latent truth",
+        "description": "The generator's truth under the imagery: true land cover, sub-type and appearance factors.",
+        "interval": ("2021-01-01T00:00:00Z", "2023-12-31T23:59:59Z"),
+        "license": "CC-BY-4.0",
+        "keywords": ["Synthetic", "Ground truth"],
+        "summaries": {"ackd:subtypes": list(SUBTYPE_NAMES), "ackd:factors": list(FACTORS)},
+        "extensions": ["proj", "raster", "classification"],
+        "item_assets": {key: {"type": COG_MEDIA_TYPE, "roles": ["data"]} for key in ("class", "subtype", "factors")},
     },
     "esa-worldcover": {
         "title": "ESA WorldCover",

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from shapely.geometry import Polygon, box
 
-from .demo_landcover import render_landcover
-from .demo_layout import Landscape
-from .demo_materials import LandcoverWindow, sun_vector
-from .demo_noise import fbm_grid
-from .demo_spectra import APPEARANCE, S2_BANDS, spectrum, surface_reflectance
+from .landcover import render_landcover
+from .landcover_map import map_labels
+from .layout import Landscape
+from .materials import LandcoverWindow, sun_vector
+from .noise import fbm_grid, sensor_noise
+from .portable_math import cos, radians, sin
+from .spectra import APPEARANCE, S2_BANDS, spectrum, surface_reflectance
+from .subtypes import FACTORS
+from .truth import TruthLayers, quantise_factors
 
 BANDS_10M = ("B02", "B03", "B04", "B08")
 BANDS_20M = ("B05", "B06", "B07", "B8A", "B11", "B12")
@@ -89,7 +94,8 @@ class S2Scene:
 def swath_edge_x(bounds: tuple[float, ...], y: np.ndarray | float) -> np.ndarray | float:
     """Easting of the swath edge at northing ``y``: a slanted line leaving ~25 % of the region."""
     minx, miny, maxx, maxy = bounds
-    slope = np.tan(np.radians(SWATH_TILT_DEG))
+    tilt = radians(SWATH_TILT_DEG)
+    slope = float(sin(tilt) / cos(tilt))
     return minx + 0.75 * (maxx - minx) + (y - (miny + maxy) / 2) * slope
 
 
@@ -130,7 +136,7 @@ def _sky(land: Landscape, acq: S2Acquisition, date: int, xs: np.ndarray, ys: np.
     """Clouds as thresholded fractal noise, cirrus streaks, and shadows cast down-sun."""
     seed = land.seed
     sx, sy, _ = sun_vector()
-    norm = np.hypot(sx, sy)
+    norm = math.sqrt(sx * sx + sy * sy)
     shift_c = int(round(CLOUD_SHADOW_OFFSET_M * sx / norm / 20.0))
     shift_r = int(round(-CLOUD_SHADOW_OFFSET_M * sy / norm / 20.0))
     pad = max(abs(shift_c), abs(shift_r)) + 1
@@ -201,7 +207,7 @@ def render_s2_scenes(
     land: Landscape,
     advance: Callable[[int], None] | None = None,
     acquisitions: tuple[S2Acquisition, ...] = S2_ACQUISITIONS,
-) -> tuple[list[S2Scene], np.ndarray]:
+) -> tuple[list[S2Scene], TruthLayers, np.ndarray]:
     """Render every acquisition over the region, strip by strip.
 
     Args:
@@ -210,7 +216,7 @@ def render_s2_scenes(
         acquisitions: the scenes to render (default: the ``eu`` region's).
 
     Returns:
-        (the scenes, the 10 m WorldCover label map of the region).
+        (the scenes, the region's 10 m truth, its 10 m ``esa-worldcover`` map codes).
     """
     minx, miny, maxx, maxy = land.bounds
     height, width = int(round((maxy - miny) / 10.0)), int(round((maxx - minx) / 10.0))
@@ -226,13 +232,15 @@ def render_s2_scenes(
         )
         for acq in acquisitions
     ]
-    labels = np.zeros((height, width), np.uint8)
+    truth = TruthLayers.empty(height, width, len(FACTORS))
+    wc_map = np.zeros((height, width), np.uint8)
     for top in range(0, height, STRIP_ROWS):
         rows = min(STRIP_ROWS, height - top)
         win = render_landcover(land, minx, maxy - top * 10.0, rows, width)
-        labels[top : top + rows] = win.label
         xs = minx + (np.arange(width) + 0.5) * 10.0
         ys = maxy - (top + np.arange(rows) + 0.5) * 10.0
+        truth.put(top, 0, TruthLayers(win.label, win.subtype, quantise_factors(win.factors)))
+        wc_map[top : top + rows] = map_labels(land.seed, win.label, win.subtype, xs, ys)
         win.shade *= _terrain_shade(land, xs, ys)
         win.texture *= 1.0 + 0.06 * fbm_grid(land.seed, S_TEXTURE, xs, ys, 40.0, 2)
         for date, scene in enumerate(scenes):
@@ -241,7 +249,7 @@ def render_s2_scenes(
             _render_strip(land, win, date, scene, sky, sl, top, rows)
         if advance is not None:
             advance(rows)
-    return scenes, labels
+    return scenes, truth, wc_map
 
 
 def _render_strip(
@@ -276,6 +284,6 @@ def _render_strip(
             values, mask, target = toa[k], valid10, scene.bands[band][top : top + rows]
         else:
             values, mask, target = _mean2(toa[k]), valid, scene.bands[band][sl]
-        values = values + np.float32(0.003) * rng.standard_normal(values.shape, dtype=np.float32)
+        values = values + np.float32(0.003) * sensor_noise(rng, values.shape)
         dn = np.clip(np.rint(np.maximum(values, 0.0) * 10000.0) + acq.offset, 1, 65535)
         target[:] = np.where(mask, dn, 0).astype(np.uint16)
