@@ -288,8 +288,8 @@ def run_sweep(grid: Grid, out: Path, *, workers: int = 1, scheduler: str | None 
     profile = dataclasses.asdict(get_profile(grid.profile, **grid.profile_overrides))
     if gpus_per_run and device == "auto":
         device = "cuda"
-    client, cluster = _start_client(workers=workers, scheduler=scheduler, gpus=gpus_per_run)
     threads = 0 if scheduler else max(1, _cpu_count() // workers)
+    client, cluster = _start_client(workers=workers, scheduler=scheduler, gpus=gpus_per_run, threads=threads)
     try:
         _schedule(client, todo, report, profile=profile, device=device, out=out, threads=threads,
                   retries=retries, resources={"GPU": gpus_per_run} if gpus_per_run else None, progress=progress,
@@ -357,7 +357,8 @@ def _reason(future) -> str:
     return f"{type(err).__name__}: {err}\n" + "".join(lines[-4:-1]).rstrip()
 
 
-def _start_client(*, workers: int, scheduler: str | None, gpus: int):
+def _start_client(*, workers: int, scheduler: str | None, gpus: int, threads: int = 1):
+    import dask
     from distributed import Client, LocalCluster
     from distributed.comm import resolve_address
 
@@ -371,9 +372,16 @@ def _start_client(*, workers: int, scheduler: str | None, gpus: int):
         return client, None
     resources = {"GPU": gpus} if gpus else None
     # One run per worker at a time; workers listen on loopback only.
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                           resources=resources)
+    # dask's nannies start workers with OMP_NUM_THREADS=1 (its pre-spawn default). torch's
+    # set_num_threads(threads) in the task does not undo that for the OpenMP runtime: training ran
+    # at about half the speed of `ackd-bench run` on 2 cores. The workers get the task's count
+    # (a variable set in the environment still wins, as dask has it).
+    env = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}),
+           **{name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                               resources=resources)
     try:
         return Client(cluster, set_as_default=False), cluster
     except BaseException:

@@ -137,3 +137,30 @@ def test_expand_predicts_result_files(tiny):
     runs = expand_grid(parse_grid(SMALL, datasets=[tiny]))
     assert len(runs) == 6 and len({r.filename for r in runs}) == 6
     assert all(r.filename.endswith(f"__resnet18__resnet18__{r.method.label}__seed{r.seed}.json") for r in runs)
+
+
+def _worker_threads() -> tuple:
+    import os
+
+    return os.environ.get("OMP_NUM_THREADS"), os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_local_workers_start_with_the_runs_thread_count(threads, monkeypatch):
+    """dask's nannies default to OMP_NUM_THREADS=1, which halved training speed on 2 cores even after
+    torch.set_num_threads(2); the sweep's workers must start with the count their runs use, keeping
+    dask's other pre-spawn settings."""
+    from ackd_bench.benchmark.sweep import _start_client
+
+    # A variable set in the environment wins over dask's config (the user's choice), and a nanny
+    # copies its settings into this process's environment: start clean, restore afterwards.
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+
+    client, cluster = _start_client(workers=1, scheduler=None, gpus=0, threads=threads)
+    try:
+        [(omp, trim)] = client.run(_worker_threads).values()
+    finally:
+        client.close()
+        cluster.close()
+    assert omp == str(threads) and trim is not None
