@@ -1,11 +1,12 @@
-# Two commands for a fresh machine: `make demo` and `make test`. Both create .venv when missing.
+# Commands for a fresh machine: `make demo`, `make test` (the suite without slow-marked cases,
+# under 10 minutes on 2 cores) and `make test-all` (everything, as CI runs it). All create .venv when missing.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= data
 PYTEST_ARGS ?=
 
-.PHONY: demo test install install-test clean
+.PHONY: demo test test-all install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +39,11 @@ demo: install
 	done
 	$(BIN)/ackd-bench table $(RESULTS) --plot $(RESULTS)/table.png
 
+# A later `-m` in PYTEST_ARGS replaces the default selection.
 test: install-test
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -78,10 +78,16 @@ def compare(results: list[dict], baseline: str, *, labels: dict[str, int], finge
         seed: seed of the bootstrap's and the sign flips' ``numpy.random.Generator``.
         alpha: level of the ``significant`` flag (Holm-adjusted p < alpha).
 
+    The test and the CI answer different questions. The test holds the seeds fixed and treats
+    the chips as the sample: do *these* trained runs differ on the test population? The CI also
+    resamples seeds: would the difference keep its sign if the methods were trained again?
+    ``seed_stable`` is True when the CI excludes 0; a significant row that is not seed-stable is
+    marked † in the markdown.
+
     Returns:
         Rows sorted by dataset, pair and method, each with ``dataset, fingerprint, teacher,
         student, pair, baseline, method, n_seeds, seeds, n_chips, delta, ci_low, ci_high,
-        ci_level, test, n_gain, n_loss, p, p_holm, significant, alpha, mdd``; ΔOA, CI and MDD in
+        ci_level, test, n_gain, n_loss, p, p_holm, significant, seed_stable, alpha, mdd``; ΔOA, CI and MDD in
         points; n_gain (n_loss): (seed, chip) pairs the method gets right (wrong) and the baseline wrong (right).
 
     Raises:
@@ -175,7 +181,7 @@ def _row(correct_m: np.ndarray, correct_b: np.ndarray, *, test: str, n_boot: int
     n_pairs = correct_m.size
     mdd = paired_mdd((result["n_gain"] + result["n_loss"]) / n_pairs, n_pairs, alpha=ALPHA, power=POWER)
     return {"delta": 100.0 * float(correct_m.mean() - correct_b.mean()), "ci_low": 100.0 * low,
-            "ci_high": 100.0 * high, "ci_level": CI_LEVEL, "test": f"{test} ({result['method']})",
+            "ci_high": 100.0 * high, "ci_level": CI_LEVEL, "seed_stable": bool(low > 0 or high < 0), "test": f"{test} ({result['method']})",
             "n_gain": result["n_gain"], "n_loss": result["n_loss"], "p": result["p"],
             "mdd": None if mdd is None else 100.0 * mdd}
 
@@ -194,7 +200,7 @@ def render_comparison(rows: list[Row], fmt: str) -> str:
 
 _CSV_FIELDS = ("dataset", "fingerprint", "teacher", "student", "pair", "baseline", "method", "n_seeds", "seeds",
                "n_chips", "delta", "ci_low", "ci_high", "ci_level", "test", "n_gain", "n_loss", "p", "p_holm",
-               "significant", "alpha", "mdd")
+               "significant", "seed_stable", "alpha", "mdd")
 _POINTS = ("delta", "ci_low", "ci_high", "mdd")
 
 
@@ -214,6 +220,7 @@ def _render_csv(rows: list[Row]) -> str:
     for r in map(_rounded, rows):
         r["seeds"] = ";".join(map(str, r["seeds"]))
         r["significant"] = str(r["significant"]).lower()
+        r["seed_stable"] = str(r["seed_stable"]).lower()
         r["mdd"] = "" if r["mdd"] is None else r["mdd"]
         writer.writerow([r[f] for f in _CSV_FIELDS])
     return buf.getvalue()
@@ -242,7 +249,9 @@ def _render_md(rows: list[Row]) -> str:
                 "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in block:
             delta = f"{r['delta']:+.2f}"
-            cells = [_md_escape(r["method"]), str(r["n_seeds"]), f"**{delta}**" if r["significant"] else delta,
+            if r["significant"]:
+                delta = f"**{delta}**" if r["seed_stable"] else f"**{delta}**†"
+            cells = [_md_escape(r["method"]), str(r["n_seeds"]), delta,
                      f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]", p_text(r["p"]), p_text(r["p_holm"]),
                      "—" if r["mdd"] is None else f"{r['mdd']:.2f}"]
             out.append("| " + " | ".join(cells) + " |")
@@ -253,5 +262,8 @@ def _render_md(rows: list[Row]) -> str:
                f"{first['test'].split(' ')[0]} test, Holm-adjusted over all {len(rows)} comparisons; **bold**: "
                f"significant at α = {first['alpha']:g}; MDD: ΔOA detectable with power {POWER:g} at the "
                "observed discordance (Connor 1987).")
+    if any(r["significant"] and not r["seed_stable"] for r in rows):
+        out += ["", "†: significant for these runs (the test holds seeds fixed: chips are the sample), but "
+                "the CI, which also resamples seeds, covers 0: the sign may not survive retraining; run more seeds."]
     out.append("")
     return "\n".join(out)

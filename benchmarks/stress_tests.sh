@@ -26,16 +26,21 @@ BURNER=$!
 trap 'kill $BURNER 2>/dev/null' EXIT
 
 mkdir -p "$(dirname "$LOG")"
+# Each invocation appends a section, so the log keeps its history.
+if [ ! -s "$LOG" ]; then
+  printf '# Test suite under stress\n\nProduced by `benchmarks/stress_tests.sh`.\n' > "$LOG"
+fi
 {
-  echo "# Test suite under stress ($(date -u +%Y-%m-%dT%H:%MZ))"
+  echo
+  echo "## $(date -u +%Y-%m-%dT%H:%MZ) — $(git rev-parse --short HEAD 2>/dev/null || echo '?'), pytest args: ${*:-(none)}"
   echo
   echo "Machine: $(nproc) cores, $($PYTHON -c 'import platform; print(platform.processor() or platform.machine())'); "\
 "numpy SIMD: $($PYTHON -c 'import numpy as np; from numpy._core._multiarray_umath import __cpu_baseline__ as b, __cpu_dispatch__ as d; print(len(b), "baseline,", len(d), "dispatch targets")' 2>/dev/null || echo '?')"
-  echo "Git: $(git rev-parse --short HEAD 2>/dev/null || echo '?'); burner: one busy Python process"
+  echo "Burner: one busy Python process"
   echo
   echo "| run | OMP_NUM_THREADS | seed | outcome | wall (s) |"
   echo "|---|---|---|---|---|"
-} > "$LOG"
+} >> "$LOG"
 
 status=0
 for i in $(seq 1 "$RUNS"); do

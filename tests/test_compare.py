@@ -252,3 +252,31 @@ def test_compare_and_table_from_the_command_line(tiny, tmp_path):
     assert (mdd["n_seeds"], mdd["n_chips"], mdd["discordance"]) == (3, 30, 0.2)
     res = runner.invoke(main, ["table", str(tmp_path / "runs")])
     assert "Minimum detectable difference (α = 0.05, power 0.8)" in res.output and "30 chips" in res.output
+
+
+def test_a_difference_of_these_runs_that_retraining_may_not_keep_is_marked():
+    """2,000 chips, 4 seeds: kd gains 40 points in seed 0 and loses 10 in seeds 1–3 (ΔOA +2.5).
+
+    Per chip the seed totals are +1 on 600 chips and −1 on 400, so the sign-flip test (seeds
+    fixed) gives z ≈ 200/√1000 ≈ 6.3: significant. A bootstrap draw of 4 seeds misses seed 0 with
+    probability (3/4)⁴ ≈ 0.32 and then has ΔOA ≈ −10, so the 95 % CI runs from about −10 to positive
+    values: not seed-stable, marked †.
+    """
+    n = 2000
+    labels = {f"chip-{j:04d}": j % len(CLASSES) for j in range(n)}
+    runs = []
+    for s in range(4):
+        runs.append(make_run("student-only", s, pattern(s, range(5), n), labels=labels))
+        kd = pattern(0, range(9), n) if s == 0 else pattern(s, range(4), n)
+        runs.append(make_run("kd", s, kd, labels=labels))
+    (row,) = compare(runs, "student-only", labels=labels, fingerprint=FP_A)
+    assert row["delta"] == pytest.approx(2.5)
+    assert row["significant"] and row["p"] < 1e-3
+    # draws without seed 0 sit at −10 (± < 1 point from chip resampling): far below 0
+    assert not row["seed_stable"] and row["ci_low"] < -5 and row["ci_high"] > 0
+    md = render_comparison([row], "md")
+    assert "| kd | 4 | **+2.50**† |" in md and "†: significant for these runs" in md
+    # the same difference in every seed is seed-stable: bold without †
+    (steady,) = compare(better_grid(), "student-only", labels=LABELS, fingerprint=FP_A)
+    assert steady["significant"] and steady["seed_stable"]
+    assert "†" not in render_comparison([steady], "md")

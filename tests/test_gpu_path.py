@@ -40,6 +40,7 @@ def test_training_code_imports_without_the_geo_stack(tmp_path):
     assert int(done.stdout.split()[0]) >= 19
 
 
+@pytest.mark.slow  # torch.compile of every method: over a minute on 2 cores; `make test-all` and CI run it
 def test_gpu_suite_runs_without_the_geo_stack_and_its_record_adds_up(tmp_path):
     out = tmp_path / "out"
     args = ["--device", "cpu", "--scale", "0.005", "--epochs", "3", "--teacher-epochs", "1", "--batch", "32",

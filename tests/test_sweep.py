@@ -79,6 +79,7 @@ def test_sweep_fills_the_grid_then_resumes(tiny, tmp_path):
                                                                   "--dry-run").output
 
 
+@pytest.mark.slow  # two workers compiling with torch.compile: ~45 s on 2 cores; `make test-all` and CI run it
 def test_failed_run_is_reported_while_others_complete_compiled(tiny, tmp_path):
     broken = _dataset(tmp_path, 2)
     rgb = np.load(broken / "rgb.npy", mmap_mode="r+")
