@@ -126,7 +126,7 @@ def inspect_cmd(path: Path, no_verify: bool) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the stratified 70/15/15 split.")
 @_friendly_errors
 def import_paper_cmd(layout, src, out, seed) -> None:
-    """Convert the SemBridge authors' released data (SRC/MS/<class>, SRC/RGB/<class>) into format v1.
+    """Convert the SemBridge authors' released data (SRC/MS/<class>, SRC/RGB/<class>) into the dataset format.
 
     MS values are kept as stored; RGB jpgs are resized (64 px for s2s-eu, 128 px otherwise).
 

@@ -174,7 +174,7 @@ class Dataset:
 
 
 def load_dataset(path: Path, *, verify: bool = True) -> Dataset:
-    """Open a format-v1 dataset; arrays are memory-mapped read-only.
+    """Open a dataset (format v2, or v1); arrays are memory-mapped read-only.
 
     Args:
         path: The dataset directory.

@@ -72,7 +72,7 @@ SIGNATURE_PARAMS = ("sig", "X-Amz-Signature", "Signature")
 
 
 class FormatViolation(Exception):
-    """A format v1 rule is broken; ``file`` is the dataset file the rule belongs to."""
+    """A dataset-format rule is broken; ``file`` is the dataset file the rule belongs to."""
 
     def __init__(self, file: str, reason: str) -> None:
         self.file = file
@@ -171,7 +171,7 @@ def check_arrays(manifest: dict[str, Any], arrays: dict[str, np.ndarray], rows: 
 
 
 def check_samples(samples: gpd.GeoDataFrame, manifest: dict[str, Any], *, strict_dtypes: bool) -> None:
-    """Check the sample table against format v1 and the manifest's taxonomy.
+    """Check the sample table against the dataset format and the manifest's taxonomy.
 
     Args:
         samples: One row per chip.

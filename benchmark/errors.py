@@ -49,4 +49,4 @@ class DatasetExistsError(AckdBenchError):
 
 
 class DatasetSchemaError(AckdBenchError, ValueError):
-    """Inputs handed to the dataset writer do not follow format v1 (names the field and the rule)."""
+    """Inputs handed to the dataset writer do not follow the dataset format (names the field and the rule)."""

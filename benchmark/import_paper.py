@@ -1,4 +1,4 @@
-"""Convert the SemBridge authors' released folders (S2S-EU, S2S-CN, M2S-GL) into dataset format v1."""
+"""Convert the SemBridge authors' released folders (S2S-EU, S2S-CN, M2S-GL) into the dataset format."""
 
 from __future__ import annotations
 
@@ -267,7 +267,7 @@ class _ChipStack:
 
 
 def import_paper(layout_name: str, src: Path, out: Path, *, seed: int = 0) -> Path:
-    """Convert a released subset at ``src`` into a format-v1 dataset at ``out``.
+    """Convert a released subset at ``src`` into a dataset at ``out``.
 
     MS values are kept as stored (no per-tile max scaling); RGB jpgs become uint8 at the
     layout's size. Each class and modality is split 70/15/15 with its own seeded permutation

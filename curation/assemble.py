@@ -20,7 +20,7 @@ LATENT_COLUMNS = ("latent_composition", "latent_subtype", "latent_factors")
 
 
 def assemble(preset: Preset, chosen: dict[str, pd.DataFrame]) -> tuple[gpd.GeoDataFrame, dict[str, np.ndarray]]:
-    """Split every modality's chosen chips by spatial blocks and lay them out in format v1.
+    """Split every modality's chosen chips by spatial blocks and lay them out in the dataset format.
 
     Args:
         preset: the build's preset.

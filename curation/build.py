@@ -56,7 +56,7 @@ class BuildReport:
 
 def build_dataset(preset: Preset, out: Path, *, workers: int = 4, scheduler: str | None = None,
                   progress: bool = True, force: bool = False, retry: RetryPolicy | None = None) -> BuildReport:
-    """Build the benchmark described by ``preset`` into ``out`` (dataset format v1).
+    """Build the benchmark described by ``preset`` into ``out`` (the dataset format).
 
     Each stage's result is kept in a work folder beside ``out`` (``.NAME.build-KEY``), so a
     build that was interrupted resumes where it stopped; the dataset appears at ``out`` only

@@ -29,7 +29,7 @@ def write_card(
     Args:
         out_dir: The dataset (staging) directory.
         manifest: The dataset manifest (taxonomy, modalities, consistency, provenance, splits).
-        samples: The sample table (format v1 columns).
+        samples: The sample table (the dataset format's columns).
         arrays: ``{modality: N x C x H x W}`` chips indexed by ``array_index``.
     """
     card_dir = Path(out_dir) / "card"

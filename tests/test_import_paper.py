@@ -1,4 +1,4 @@
-"""import-paper: the authors' released S2S-EU, S2S-CN and M2S-GL folders become format-v1 datasets."""
+"""import-paper: the authors' released S2S-EU, S2S-CN and M2S-GL folders become datasets (format v2)."""
 
 from __future__ import annotations
 
