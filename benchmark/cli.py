@@ -271,6 +271,8 @@ def run_cmd(method, arch, teacher_arch, dataset, seeds, profile_name, epochs, de
       ackd-bench run --method kd --arch mobilenetv2_100 --teacher-arch resnet34 --device cuda --profile paper
       ackd-bench run --method sembridge --arch resnet18 --device cuda --precision bf16 --compile reduce-overhead
     """
+    from ackd_bench.benchmark.method import method_config
+    from ackd_bench.benchmark.models import check_arch
     from ackd_bench.benchmark.protocol import get_profile
     from ackd_bench.benchmark.runner import (DeviceError, check_compile_mode, check_pairing, resolve_device,
                                              run_experiment)
@@ -286,8 +288,13 @@ def run_cmd(method, arch, teacher_arch, dataset, seeds, profile_name, epochs, de
         raise click.UsageError(f"{flags} apply to SemBridge methods only (sembridge, sembridge+<method>), "
                                f"not to {method!r}")
     option_map.update(switches)
-    check_pairing(method, pairing)  # before any data is built or loaded
-    try:  # a mode the device cannot run is a usage error, found before any data is built or loaded
+    # Everything the command line names is checked before any data is built or loaded.
+    method_config(method, option_map)  # the method and its option names
+    check_pairing(method, pairing)
+    for name in {arch, teacher_arch or arch}:
+        check_arch(name)
+    profile = get_profile(profile_name, epochs=epochs, precision=precision)
+    try:  # a mode the device cannot run is a usage error
         check_compile_mode(compile_mode, resolve_device(device))
     except DeviceError as err:
         raise click.UsageError(str(err)) from err
@@ -297,7 +304,6 @@ def run_cmd(method, arch, teacher_arch, dataset, seeds, profile_name, epochs, de
 
         click.echo(f"building the demo dataset into {dataset} first", err=True)
         run_build(get_preset("demo"), dataset, progress=not quiet)
-    profile = get_profile(profile_name, epochs=epochs, precision=precision)
     results = run_experiment(dataset, method=method, arch=arch, teacher_arch=teacher_arch, seeds=seed_list,
                              profile=profile, device=device, out=out, resume=resume, progress=not quiet,
                              teacher_checkpoint=teacher_checkpoint, method_options=option_map,

@@ -40,11 +40,7 @@ class Classifier(nn.Module):
         super().__init__()
         import timm
 
-        _register_shufflenet()
-        if not timm.is_model(arch):
-            close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
-            hint = f"; did you mean {', '.join(close)}?" if close else "; see `timm.list_models()`"
-            raise ArchError(f"unknown architecture {arch!r}{hint} (paper's: {', '.join(PAPER_ARCHS)})")
+        check_arch(arch)
         # Trained from scratch, as in the paper (no hub downloads: weights are never fetched).
         self.body = timm.create_model(arch, pretrained=False, in_chans=in_chans, num_classes=num_classes)
         self.arch = arch
@@ -110,6 +106,17 @@ def _register_shufflenet() -> None:
             return ShuffleNetV2("x0_5", **kwargs)
 
     _REGISTERED = True
+
+
+def check_arch(arch: str) -> None:
+    """Raise :class:`ArchError` (with close names) unless ``arch`` is a timm model or ``shufflenet_v2_x0_5``."""
+    import timm
+
+    _register_shufflenet()
+    if not timm.is_model(arch):
+        close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see `timm.list_models()`"
+        raise ArchError(f"unknown architecture {arch!r}{hint} (paper's: {', '.join(PAPER_ARCHS)})")
 
 
 def create_classifier(arch: str, in_chans: int, num_classes: int, seed: int | None = None) -> Classifier:

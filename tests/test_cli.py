@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from ackd_bench.benchmark.cli import main
@@ -85,3 +86,19 @@ def test_console_script_help_has_examples():
         out = subprocess.run([str(exe), *args, "--help"], capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         assert "Example" in out.stdout or "Quick start" in out.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "no-such-method", "--arch", "resnet18"], "unknown method 'no-such-method'; known methods:"),
+    (["--method", "kd", "--arch", "resnet1"], "unknown architecture 'resnet1'"),
+    (["--method", "kd", "--arch", "resnet18", "--teacher-arch", "resnett34"], "unknown architecture 'resnett34'"),
+    (["--method", "kd", "--arch", "resnet18", "--option", "tempreature=2"], "has no option(s) tempreature"),
+    (["--method", "kd", "--arch", "resnet18", "--profile", "quick"], "'quick' is not one of"),
+])
+def test_run_checks_its_arguments_before_building_the_default_demo_dataset(args, message, tmp_path, monkeypatch):
+    """With the default --dataset data/demo missing, a bad argument used to surface after a minutes-long build."""
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(main, ["run", *args, "--quiet"])
+    assert res.exit_code != 0 and message in res.output, res.output
+    assert "building the demo dataset" not in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "data").exists()
