@@ -291,7 +291,7 @@ def run_cmd(method, arch, teacher_arch, dataset, seeds, profile_name, epochs, de
     # Everything the command line names is checked before any data is built or loaded.
     method_config(method, option_map)  # the method and its option names
     check_pairing(method, pairing)
-    for name in {arch, teacher_arch or arch}:
+    for name in dict.fromkeys([arch, teacher_arch or arch]):  # student first
         check_arch(name)
     profile = get_profile(profile_name, epochs=epochs, precision=precision)
     try:  # a mode the device cannot run is a usage error
