@@ -87,8 +87,8 @@ def compare(results: list[dict], baseline: str, *, labels: dict[str, int], finge
     Returns:
         Rows sorted by dataset, pair and method, each with ``dataset, fingerprint, teacher,
         student, pair, baseline, method, n_seeds, seeds, n_chips, delta, ci_low, ci_high,
-        ci_level, test, n_gain, n_loss, p, p_holm, significant, seed_stable, alpha, mdd``; ΔOA, CI and MDD in
-        points; n_gain (n_loss): (seed, chip) pairs the method gets right (wrong) and the baseline wrong (right).
+        ci_level, test, n_gain, n_loss, p, p_holm, significant, seed_stable, alpha, mdd``; ΔOA, CI
+        and MDD in points; n_gain (n_loss): (seed, chip) pairs the method gets right (wrong) and the baseline wrong (right).
 
     Raises:
         CompareError: unknown baseline or test, nothing to compare, runs on another dataset, a
@@ -181,7 +181,8 @@ def _row(correct_m: np.ndarray, correct_b: np.ndarray, *, test: str, n_boot: int
     n_pairs = correct_m.size
     mdd = paired_mdd((result["n_gain"] + result["n_loss"]) / n_pairs, n_pairs, alpha=ALPHA, power=POWER)
     return {"delta": 100.0 * float(correct_m.mean() - correct_b.mean()), "ci_low": 100.0 * low,
-            "ci_high": 100.0 * high, "ci_level": CI_LEVEL, "seed_stable": bool(low > 0 or high < 0), "test": f"{test} ({result['method']})",
+            "ci_high": 100.0 * high, "ci_level": CI_LEVEL, "seed_stable": bool(low > 0 or high < 0),
+            "test": f"{test} ({result['method']})",
             "n_gain": result["n_gain"], "n_loss": result["n_loss"], "p": result["p"],
             "mdd": None if mdd is None else 100.0 * mdd}
 
