@@ -7,6 +7,10 @@ Planetary Computer: a SAS token endpoint (``/api/sas/v1/token/ACCOUNT/CONTAINER`
 ``planetary_computer`` is pointed with ``PC_SDK_SAS_URL``) and blob storage reached through it as
 an HTTP proxy (``GDAL_HTTP_PROXY``), so ``http://ACCOUNT.blob.core.windows.net/...`` hrefs are
 signed by the real ``planetary_computer.sign`` and refused with 403 once their token is too old.
+
+Every server instance serves under a path prefix of its own (``url`` ends with it). GDAL keeps a
+process-wide cache of what it learnt about a URL, failed opens included; a later server that the
+OS gives the same port must not be answered from that cache with an earlier test's fault.
 """
 
 from __future__ import annotations
@@ -81,10 +85,14 @@ class FaultServer:
         token_uses: blob requests a SAS token is honoured for; later ones are refused with 403, as
             an expired token is (None: no token checks). Counting requests rather than seconds
             makes tokens expire at the same points of a build however loaded the machine is.
+        port: the port to listen on (0: one the OS picks).
     """
 
-    def __init__(self, root: Path, *, blob_root: Path | None = None, token_uses: int | None = None) -> None:
+    def __init__(self, root: Path, *, blob_root: Path | None = None, token_uses: int | None = None,
+                 port: int = 0) -> None:
         self.root = Path(root)
+        self.port = port
+        self.prefix = f"/s{secrets.token_hex(6)}"  # see the module docstring
         self.blob_root = Path(blob_root) if blob_root else None
         self.token_uses = token_uses
         self.faults: list[Fault] = []
@@ -96,7 +104,7 @@ class FaultServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://127.0.0.1:{self._server.server_address[1]}{self.prefix}"
 
     @property
     def proxy(self) -> str:
@@ -119,7 +127,7 @@ class FaultServer:
 
     def __enter__(self) -> FaultServer:
         handler = functools.partial(_Handler, self)
-        self._server = _QuietServer(("127.0.0.1", 0), handler)
+        self._server = _QuietServer(("127.0.0.1", self.port), handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self
@@ -174,16 +182,22 @@ class _Handler(RangeRequestHandler):
             self.owner.log.append((self.command, self._split()[0], int(code)))
 
     def _split(self) -> tuple[str, str, bool]:
-        """(path, query, is_blob) of the request; proxy requests carry the whole URL."""
+        """(path, query, is_blob) of the request, the path without the server's prefix; proxy
+        requests carry the whole URL. A path outside the prefix comes back as it is."""
         parts = urlsplit(self.path)
         blob = bool(parts.netloc) and BLOB_BASE.startswith(f"http://{parts.netloc}/")
-        return parts.path, parts.query, blob
+        path = parts.path
+        if not blob and path.startswith(self.owner.prefix + "/"):
+            path = path[len(self.owner.prefix):]
+        return path, parts.query, blob
 
     def translate_path(self, path: str) -> str:
         path, _, blob = self._split()
         if blob:
             relative = path.removeprefix(f"/{BLOB_CONTAINER}/")
             return str(self.owner.blob_root / relative)
+        if not urlsplit(self.path).path.startswith(self.owner.prefix + "/"):
+            return str(self.owner.root / "no-such-file-outside-the-prefix")  # answered 404
         return super().translate_path(path)
 
     def do_GET(self) -> None:

@@ -92,6 +92,23 @@ def test_permanent_fault_raises_with_every_attempt(served, cog, status, reason, 
     assert set(seen) == {status} and len(seen) >= tries
 
 
+def test_a_later_server_on_the_same_port_is_not_answered_from_gdals_cache(small_world):
+    """GDAL remembers a failed open of a URL for the rest of the process; the fault server's per-instance
+    prefix keeps one test's permanent fault from answering for a later test's server on a reused port."""
+    tif = min(small_world.parent.rglob("B04.tif"))
+    relative = tif.relative_to(small_world.parent).as_posix()
+    with FaultServer(small_world.parent) as first:
+        first.add(Fault(relative.replace(".", r"\."), status=404, count=None, methods=("GET", "HEAD")))
+        with gdal_env(FAST), pytest.raises(RemoteError, match="not-found"):
+            Remote(policy=FAST).read(f"{first.url}/{relative}", _read_block)
+        port = first._server.server_address[1]
+    with FaultServer(small_world.parent, port=port) as second:  # no faults now
+        with gdal_env(FAST):
+            got = Remote(policy=FAST).read(f"{second.url}/{relative}", _read_block)
+        assert second.statuses() and set(second.statuses()) <= {200, 206}
+    assert np.array_equal(got, _read_block(str(tif)))
+
+
 def test_transient_faults_during_a_build_give_the_clean_dataset(served, small_world, small_preset, small_dataset,
                                                                 tmp_path):
     faults = [
