@@ -11,19 +11,60 @@ import click
 
 from ackd_bench.benchmark.errors import AckdBenchError
 
+MAX_SEED = 2**32 - 1  # benchmark.boundary.MAX_SEED (kept here: --help imports nothing heavy)
+
+
+DEBUG_ENV = "ACKD_BENCH_DEBUG"  # set to 1 to see the traceback behind a one-line error
+
+
+def _one_line(err: BaseException) -> str | None:
+    """The one-line message of an error caused by bad input or bad state; None: an internal bug."""
+    if isinstance(err, AckdBenchError):
+        return str(err)
+    if isinstance(err, OSError):
+        import errno
+
+        where = f" {err.filename}" if err.filename else ""
+        fixes = {errno.EACCES: "check its permissions", errno.EPERM: "check its permissions",
+                 errno.ENOSPC: "free disk space and rerun (finished stages are kept)",
+                 errno.EROFS: "write somewhere writable", errno.ENOENT: "check the path"}
+        fix = fixes.get(err.errno, "check the path and rerun")
+        return f"{err.strerror or err}:{where}; {fix}"
+    if isinstance(err, RecursionError):
+        return "an input is nested too deeply to process; check the files you passed"
+    if isinstance(err, MemoryError):
+        return "out of memory; use a smaller dataset, batch or fewer workers"
+    if type(err).__name__ == "DecompressionBombError":  # PIL, without importing it here
+        return f"image refused as a decompression bomb ({err}); use a smaller image"
+    if isinstance(err, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8"
+    return None
+
 
 def _friendly_errors(fn):
-    """Turn the project's errors into one actionable line on stderr and exit status 1."""
+    """Turn errors from bad input or bad state into one line on stderr and exit status 1.
+
+    The project's own errors (`AckdBenchError`) and the system's (unreadable, unwritable or full
+    disks, images too large, input nested too deeply, out of memory) never show a traceback;
+    other exceptions are bugs and do. ``ACKD_BENCH_DEBUG=1`` shows the traceback of every error.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        import os
+
         try:
             return fn(*args, **kwargs)
-        except AckdBenchError as err:
-            raise click.ClickException(str(err)) from err
         except KeyboardInterrupt:
             click.echo("interrupted; rerun the same command to resume", err=True)
             sys.exit(130)
+        except click.exceptions.ClickException:
+            raise
+        except Exception as err:
+            message = _one_line(err)
+            if message is None or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+                raise
+            raise click.ClickException(message) from err
 
     return wrapper
 
@@ -47,8 +88,9 @@ def main() -> None:
 @click.option("--catalog", default=None, metavar="demo|URL",
               help="'demo' for the embedded world, or a STAC API / static catalog URL overriding the preset's.")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Dataset directory to write.")
-@click.option("--seed", type=int, default=None, help="Seed of chip sampling and split assignment. [default: 0]")
-@click.option("--per-class", type=int, default=None, help="Chips per class per modality. [default: 150]")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None,
+              help="Seed of chip sampling and split assignment. [default: 0]")
+@click.option("--per-class", type=click.IntRange(min=1), default=None, help="Chips per class per modality. [default: 150]")
 @click.option("--purity", type=float, default=None, help="Minimum majority-class share of a chip. [default: 0.7]")
 @click.option("--consistency", default=None, metavar="asymmetric|paired|partial:F",
               help="MS and RGB chips from disjoint regions, every RGB chip co-located with an MS chip of "
@@ -60,10 +102,13 @@ def main() -> None:
               help="Read on a running dask cluster (its scheduler's address) instead of a local one; "
                    "'threads' or 'sync' read in this process without dask.distributed.")
 @click.option("--force", is_flag=True, help="Rebuild even if --out already holds this exact build.")
+@click.option("--allow-shortfall", is_flag=True,
+              help="Accept classes with fewer chips than asked (at least one each; recorded in dataset.json). "
+                   "Without it a shortfall is an error and nothing is written.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_friendly_errors
 def build_dataset(preset_name, catalog, out, seed, per_class, purity, consistency, workers, scheduler, force,
-                  quiet) -> None:
+                  allow_shortfall, quiet) -> None:
     """Build an ACKD benchmark: MS and RGB chips from STAC catalogues, labelled from land cover.
 
     Runs plan, search, sample, read, QA, split and write; an interrupted build resumes when the
@@ -82,8 +127,6 @@ def build_dataset(preset_name, catalog, out, seed, per_class, purity, consistenc
     from ackd_bench.curation.build import build_dataset as run_build
     from ackd_bench.curation.presets import DEFAULT_PRESET, DEMO_CATALOG, PresetError, get_preset
 
-    if per_class is not None and per_class <= 0:
-        raise PresetError(f"--per-class must be a positive number of chips, got {per_class}")
     name = preset_name or ("demo" if catalog == DEMO_CATALOG else DEFAULT_PRESET)
     preset = get_preset(name)
     if catalog == DEMO_CATALOG and preset.catalog != DEMO_CATALOG:
@@ -91,7 +134,8 @@ def build_dataset(preset_name, catalog, out, seed, per_class, purity, consistenc
     preset = preset.with_overrides(catalog=catalog, seed=seed, per_class=per_class, purity=purity,
                                    consistency=consistency)
     started = time.perf_counter()
-    report = run_build(preset, out, workers=workers, scheduler=scheduler, progress=not quiet, force=force)
+    report = run_build(preset, out, workers=workers, scheduler=scheduler, progress=not quiet, force=force,
+                       allow_shortfall=allow_shortfall)
     click.echo(summarize(load_dataset(out)))
     for modality, reasons in report.rejected.items():
         if reasons:
@@ -114,8 +158,16 @@ def inspect_cmd(path: Path, no_verify: bool) -> None:
     """
     from ackd_bench.benchmark.dataset import load_dataset, summarize
 
-    click.echo(summarize(load_dataset(path, verify=not no_verify)))
+    from ackd_bench.benchmark.dataset import verify_dataset
+
+    unlisted = [] if no_verify else verify_dataset(path)["unlisted_files"]  # checks every file first
+    click.echo(summarize(load_dataset(path, verify=False)))
     if not no_verify:
+        if unlisted:
+            shown = ", ".join(unlisted[:5]) + (f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else "")
+            raise click.ClickException(
+                f"{path} holds {len(unlisted)} file(s) that are not part of the dataset ({shown}); the listed "
+                f"files verify, but move the others out so that the folder is exactly the dataset")
         click.echo("verified: all checksums and the fingerprint match")
 
 
@@ -123,7 +175,8 @@ def inspect_cmd(path: Path, no_verify: bool) -> None:
 @click.argument("layout", type=click.Choice(["s2s-eu", "s2s-cn", "m2s-gl"]))
 @click.argument("src", type=click.Path(path_type=Path))
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Dataset directory to write.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the stratified 70/15/15 split.")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True,
+              help="Seed of the stratified 70/15/15 split.")
 @_friendly_errors
 def import_paper_cmd(layout, src, out, seed) -> None:
     """Convert the SemBridge authors' released data (SRC/MS/<class>, SRC/RGB/<class>) into the dataset format.
@@ -142,6 +195,7 @@ def import_paper_cmd(layout, src, out, seed) -> None:
 
 
 @main.command("presets")
+@_friendly_errors
 def presets_cmd() -> None:
     """List the built-in presets and catalogue profiles, one line each.
 
@@ -193,8 +247,8 @@ def _parse_seeds(text: str) -> list[int]:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise click.BadParameter(f"seeds are comma-separated integers, e.g. 0,1,2 (got {text!r})") from None
-    if not seeds or any(s < 0 for s in seeds):
-        raise click.BadParameter("give at least one non-negative seed, e.g. 0,1,2")
+    if not seeds or any(s < 0 or s > MAX_SEED for s in seeds):
+        raise click.BadParameter(f"give at least one seed in 0..{MAX_SEED}, e.g. 0,1,2")
     return seeds
 
 
@@ -271,6 +325,7 @@ def run_cmd(method, arch, teacher_arch, dataset, seeds, profile_name, epochs, de
       ackd-bench run --method kd --arch mobilenetv2_100 --teacher-arch resnet34 --device cuda --profile paper
       ackd-bench run --method sembridge --arch resnet18 --device cuda --precision bf16 --compile reduce-overhead
     """
+    from ackd_bench.benchmark.boundary import check_output_dir
     from ackd_bench.benchmark.method import method_config
     from ackd_bench.benchmark.models import check_arch
     from ackd_bench.benchmark.protocol import get_profile
@@ -294,6 +349,7 @@ def run_cmd(method, arch, teacher_arch, dataset, seeds, profile_name, epochs, de
     for name in dict.fromkeys([arch, teacher_arch or arch]):  # student first
         check_arch(name)
     profile = get_profile(profile_name, epochs=epochs, precision=precision)
+    check_output_dir(out)
     try:  # a mode the device cannot run is a usage error
         check_compile_mode(compile_mode, resolve_device(device))
     except DeviceError as err:
@@ -322,25 +378,39 @@ def run_cmd(method, arch, teacher_arch, dataset, seeds, profile_name, epochs, de
 @click.option("--metric", default="oa", show_default=True, help="Metric: oa, macro_f1, macro_precision, macro_recall.")
 @click.option("--out", "out", type=click.Path(path_type=Path), default=None, help="Write the table to a file.")
 @click.option("--plot", type=click.Path(path_type=Path), default=None, help="Write a bar plot with 95 % CIs (PNG).")
+@click.option("--dataset", "datasets", multiple=True, type=click.Path(path_type=Path),
+              help="Also check the runs made on this dataset against its true test labels (repeatable).")
 @_friendly_errors
-def table_cmd(paths, fmt, metric, out, plot) -> None:
+def table_cmd(paths, fmt, metric, out, plot, datasets) -> None:
     """The paper-style grid from RunResult JSON files: methods x teacher->student pairs, per dataset.
 
     Cells are mean ± std over seeds of the test metric (%), with a bootstrap 95 % CI; the best
     per column is marked. Each dataset's grid ends with its minimum detectable difference
     (α 0.05, power 0.8): between two rows over seeds, and paired by test chip where the runs carry
     predictions (the `mdd` field in --format json). `ackd-bench compare` tests the differences.
+    Every metric shown is recomputed from the run's own confusion matrix and predictions first; with
+    --dataset, the predictions are also checked against the dataset's true test labels.
 
     \b
     Example:
       ackd-bench table results/ --format md --plot results/table.png
+      ackd-bench table results/ --dataset data/demo
     """
-    from ackd_bench.benchmark.results import load_run_results
+    from ackd_bench.benchmark.compare import true_test_labels
+    from ackd_bench.benchmark.results import load_run_results, verify_run_metrics
     from ackd_bench.benchmark.table import aggregate, plot_table, render_table
 
     results = load_run_results(list(paths))
     if not results:
         raise click.ClickException(f"no RunResult JSON files in {', '.join(map(str, paths))}; run `ackd-bench run` first")
+    for dataset in datasets:
+        fingerprint, labels = true_test_labels(dataset)
+        checked = [r for r in results if r["dataset"]["fingerprint"] == fingerprint]
+        if not checked:
+            raise click.ClickException(f"no run was made on {dataset} (fingerprint {fingerprint[:12]}); "
+                                       f"give the dataset the runs were made on")
+        for run in checked:
+            verify_run_metrics(run, source=run["run_id"], labels=labels)
     try:
         rows = aggregate(results, metric=metric)
     except ValueError as err:  # an unknown metric
@@ -458,12 +528,14 @@ def sweep_cmd(grid_name, datasets, seeds, out, workers, scheduler, device, compi
       ackd-bench sweep --grid paper --dataset data/demo --pairing oracle --out results/oracle
       ackd-bench sweep --grid my-grid.yaml --scheduler tcp://10.0.0.5:8786 --gpus-per-run 1 --out results/mine
     """
+    from ackd_bench.benchmark.boundary import check_output_dir
     from ackd_bench.benchmark.sweep import expand_grid, load_grid, run_sweep, sweep_table
 
     if compile_mode == "reduce-overhead" and not (device.startswith("cuda") or gpus_per_run):
         raise click.UsageError("--compile reduce-overhead records CUDA graphs: give --device cuda or --gpus-per-run")
     grid = load_grid(grid_name, datasets=list(datasets) or None, seeds=_parse_seeds(seeds) if seeds else None,
                      pairing=pairing)
+    check_output_dir(out)
     runs = expand_grid(grid)
     todo = [r for r in runs if not (out / r.filename).exists()]
     if dry_run:
@@ -491,7 +563,7 @@ def sweep_cmd(grid_name, datasets, seeds, out, workers, scheduler, device, compi
 
 @main.command("demo-catalog")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Folder for the static STAC catalog.")
-@click.option("--seed", type=int, default=0, show_default=True, help="World seed.")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True, help="World seed.")
 @click.option("--scale", type=click.FloatRange(min=0.05, max=1.0), default=1.0, show_default=True,
               help="Shrink both regions (tests, quick looks).")
 @click.option("--pair-site", is_flag=True,
@@ -597,15 +669,19 @@ def leaderboard_validate(file, board) -> None:
 @click.option("--board", required=True, type=click.Path(path_type=Path), help="The board to add it to.")
 @_friendly_errors
 def leaderboard_submit(file, board) -> None:
-    """Validate a submission against the board and add it (atomically), then re-render the board.
+    """Validate a submission against the board and add it, rendered, as one transaction under the board's lock.
+
+    Killed at any point, the board has the submission rendered or not at all; the next command
+    completes it, and a retry of the same file is accepted or recognised as already on the board.
 
     \b
     Example:
       ackd-bench leaderboard submit dkd.json --board board/ && git -C board add -A
     """
-    from ackd_bench.leaderboard.board import submit
+    from ackd_bench.leaderboard.board import add_submission
 
-    click.echo(f"added {submit(file, board)}")
+    path, added = add_submission(file, board)
+    click.echo(f"added {path}" if added else f"{path} is already on the board with this content; nothing changed")
 
 
 @leaderboard_group.command("render")
@@ -623,13 +699,10 @@ def leaderboard_render(board_dir, board) -> None:
     if (board_dir is None) == (board is None):
         raise click.UsageError("give the board once: `render BOARD` or `render --board BOARD`")
     board = board or board_dir
-    try:
-        from ackd_bench.leaderboard.render import render_board
-    except ImportError as err:
-        raise click.ClickException("board rendering is not available in this installation "
-                                   f"(ackd_bench.leaderboard.render: {err})") from err
-    result = render_board(board)
-    click.echo(f"rendered {board}" if result is None else f"rendered {result}")
+    from ackd_bench.leaderboard.render import render_board
+
+    render_board(board)
+    click.echo(f"rendered {board}")
 
 
 if __name__ == "__main__":

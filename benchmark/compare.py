@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ackd_bench.benchmark.errors import AckdBenchError
-from ackd_bench.benchmark.results import ResultSchemaError, run_label, validate_run_result
+from ackd_bench.benchmark.results import ResultSchemaError, run_label, validate_run_result, verify_run_metrics
 from ackd_bench.benchmark.stats import (
     ALPHA,
     CI_LEVEL,
@@ -95,6 +95,7 @@ def compare(results: list[dict], baseline: str, *, labels: dict[str, int], finge
             pair without baseline runs, a method lacking a baseline seed, or different chips.
         ResultSchemaError: an invalid RunResult, runs without predictions, or two runs of one
             method and seed.
+        ResultIntegrityError: a run's stated metrics disagree with its predictions and the labels.
     """
     if test not in TESTS:
         raise CompareError(f"unknown test {test!r}; choose one of: {', '.join(TESTS)}")
@@ -161,7 +162,11 @@ def _group_runs(results: list[dict], fingerprint: str) -> dict[tuple, dict[str, 
 
 
 def _correct(run: dict, chips: list[str], truth: np.ndarray) -> np.ndarray:
-    """(N,) booleans: is the run's prediction right, chip by chip in ``chips`` order."""
+    """(N,) booleans: is the run's prediction right, chip by chip in ``chips`` order.
+
+    The run's stated metrics must agree with its predictions and the true labels
+    (:func:`~ackd_bench.benchmark.results.verify_run_metrics`), so an edited file is refused.
+    """
     predicted = run_predictions(run, f"run {run['run_id']!r}")
     if predicted.keys() != set(chips):
         missing, extra = sorted(set(chips) - predicted.keys()), sorted(predicted.keys() - set(chips))
@@ -169,6 +174,7 @@ def _correct(run: dict, chips: list[str], truth: np.ndarray) -> np.ndarray:
         raise CompareError(f"run {run['run_id']!r} predicts a different set of test chips than the dataset's "
                            f"{len(chips)} ({len(missing)} missing, {len(extra)} unknown; {example}); "
                            "was it made on another build of the dataset?")
+    verify_run_metrics(run, source=f"run {run['run_id']!r}", labels=dict(zip(chips, truth.tolist())))
     return np.array([predicted[s] for s in chips]) == truth
 
 

@@ -103,9 +103,18 @@ def draw_flips(n: int, generator: torch.Generator | None, device: torch.device) 
 
 def load_modality(ds: Dataset, modality: str, device: torch.device, *,
                   max_train_per_class: int | None = None, seed: int = 0) -> ModalityData:
-    """Copy one modality's splits onto ``device`` (once; the training loop never touches files)."""
+    """Copy one modality's splits onto ``device`` (once; the training loop never touches files).
+
+    Raises:
+        DataError: the dataset has fewer than 2 classes, a split is empty or holds chips of one
+            class only, or a class has no training chips (a classifier of one class scores 100 %
+            and means nothing).
+    """
     from ackd_bench.benchmark.dataset import SPLITS, label_sets, latent_arrays
 
+    if len(ds.classes) < 2:
+        raise DataError(f"{ds.root}: the dataset has {len(ds.classes)} class(es) ({', '.join(ds.classes)}); "
+                        "classification needs at least 2; rebuild it with two or more classes")
     array = getattr(ds, modality)
     xs, ys, ids = {}, {}, {}
     latent = None
@@ -117,6 +126,10 @@ def load_modality(ds: Dataset, modality: str, device: torch.device, *,
         sample_ids = rows["sample_id"].to_numpy(dtype=object)
         if len(labels) == 0:
             raise DataError(f"{ds.root}: the {modality} {split} split is empty; rebuild the dataset with more chips")
+        if len(np.unique(labels)) < 2:
+            raise DataError(f"{ds.root}: the {modality} {split} split holds chips of one class only "
+                            f"({ds.classes[int(labels[0])]}), so its accuracy would mean nothing; rebuild the "
+                            "dataset so that every split holds at least 2 classes")
         if split == "train" and max_train_per_class:
             keep = _first_per_class(labels, max_train_per_class, seed)
             chips, labels, sample_ids, rows = chips[keep], labels[keep], sample_ids[keep], rows.iloc[keep]

@@ -156,8 +156,13 @@ class Dataset:
 
     @property
     def fingerprint(self) -> str:
-        """The dataset fingerprint (sha256 hex) that results cite."""
+        """The content fingerprint (sha256 hex): the exact bytes, as `inspect` verifies them."""
         return self.manifest["fingerprint"]
+
+    @property
+    def recipe_fingerprint(self) -> str:
+        """The recipe fingerprint (sha256 hex): what the build chose (`compute_recipe_fingerprint`)."""
+        return self.manifest["recipe_fingerprint"]
 
     def subset(self, modality: str, split: str) -> tuple[np.ndarray, np.ndarray, gpd.GeoDataFrame]:
         """Return the chips, int64 labels and sample rows of one modality and split.
@@ -272,6 +277,7 @@ def summarize(ds: Dataset) -> str:
     lines = [
         f"Dataset      {m['name']} {m['version']}  ({ds.root})",
         f"Fingerprint  {m['fingerprint']}",
+        f"Recipe       {m['recipe_fingerprint']}",
         f"Created by   {m.get('created_by', 'unknown')}, schema_version {m['schema_version']}",
         f"Consistency  {consistency['mode']} (overlap {consistency['overlap']})",
     ]

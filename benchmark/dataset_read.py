@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
 import numpy as np
 
+from ackd_bench.benchmark.boundary import InputError, load_file
 from ackd_bench.benchmark.dataset_files import list_files, parse_checksums, sha256_file
 from ackd_bench.benchmark.dataset_schema import (
     CHECKSUMS_FILE,
@@ -21,9 +21,11 @@ from ackd_bench.benchmark.dataset_schema import (
     check_manifest,
     check_samples,
     compute_fingerprint,
+    compute_recipe_fingerprint,
     count_samples,
 )
 from ackd_bench.benchmark.errors import DatasetCorruptError, DatasetNotFoundError
+
 
 def _read_manifest(root: Path) -> dict[str, Any]:
     path = root / MANIFEST_FILE
@@ -33,9 +35,9 @@ def _read_manifest(root: Path) -> dict[str, Any]:
             raise DatasetCorruptError(path, f"missing, though {', '.join(present)} exist")
         raise DatasetNotFoundError(root)
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DatasetCorruptError(path, f"not readable JSON ({exc})") from None
+        manifest = load_file(path, what="manifest", unique_keys=True)
+    except InputError as exc:
+        raise DatasetCorruptError(path, f"not readable ({exc})") from None
     if not isinstance(manifest, dict):
         raise DatasetCorruptError(path, "not a JSON object")
     version = manifest.get("schema_version")
@@ -69,9 +71,14 @@ def _verify_checksums(root: Path, manifest: dict[str, Any]) -> tuple[dict[str, s
     for name in dict.fromkeys(required):
         if name not in listed:
             raise DatasetCorruptError(path, f"does not list {name}")
+    inside = root.resolve()
     for name in listed:
         if not (root / name).is_file():
             raise DatasetCorruptError(root / name, "missing")
+        target = (root / name).resolve()
+        if not target.is_relative_to(inside):
+            raise DatasetCorruptError(root / name, f"a link to {target}, outside the dataset; a dataset holds its "
+                                                   f"own files (copy the file in place of the link)")
     for name, expected in listed.items():
         actual = sha256_file(root / name)
         if actual != expected:
@@ -165,12 +172,19 @@ def read_dataset_parts(
                 root / MANIFEST_FILE,
                 f"fingerprint {manifest['fingerprint']} does not match recomputed {recomputed}",
             )
+    recipe = compute_recipe_fingerprint(manifest, samples)
+    if manifest.setdefault("recipe_fingerprint", recipe) != recipe:  # datasets written before it get it here
+        raise DatasetCorruptError(
+            root / MANIFEST_FILE,
+            f"recipe_fingerprint {manifest['recipe_fingerprint']} does not match recomputed {recipe}",
+        )
     report = {
         "path": str(root),
         "name": manifest["name"],
         "version": manifest["version"],
         "schema_version": manifest["schema_version"],
         "fingerprint": manifest["fingerprint"],
+        "recipe_fingerprint": manifest["recipe_fingerprint"],
         "files_checked": len(listed),
         "samples": {m: int(arrays[m].shape[0]) for m in MODALITIES},
         "unlisted_files": unlisted,

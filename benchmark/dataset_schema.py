@@ -450,6 +450,31 @@ def _rounded(values: Any) -> list[float]:
     return [round(float(v), 9) + 0.0 for v in values]
 
 
+#: Sample fields of the recipe fingerprint: what was asked for and chosen, not the pixels read.
+RECIPE_FIELDS = ("sample_id", "modality", "split", "label", "geometry", "crs", "datetime", "item_id", "collection",
+                 "block", "array_index", "pair_id", "labels")
+
+
+def compute_recipe_fingerprint(manifest: dict[str, Any], samples: pd.DataFrame) -> str:
+    """Return the recipe fingerprint: sha256 of what a build chose, independent of the bytes it read.
+
+    Covers, per sample, the fields in :data:`RECIPE_FIELDS` (identity, split, label(s), chip window
+    and CRS, source item and collection, block, pairing) and the manifest's ``taxonomy`` and
+    ``modalities`` (bands, chip size, dtype). It leaves out the arrays and every pixel-derived
+    value (QA fractions, purity, latent truth), which a newer GDAL or resampling kernel may change
+    in the last digit: two builds of one preset from one catalogue share it even where their
+    content fingerprints differ. Results and the leaderboard key datasets on it; ``inspect``
+    verifies both.
+    """
+    records = []
+    for record in fingerprint_records(samples):
+        records.append({key: record[key] for key in RECIPE_FIELDS if key in record})
+    payload = {"recipe_version": 1, "samples": records, "taxonomy": manifest["taxonomy"],
+               "modalities": manifest["modalities"]}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
 def compute_fingerprint(
     manifest: dict[str, Any], samples: gpd.GeoDataFrame, array_sha256: dict[str, str]
 ) -> str:

@@ -34,13 +34,14 @@ from ackd_bench.benchmark.dataset_schema import (
     SAMPLES_FILE,
     SCHEMA_VERSION,
     compute_fingerprint,
+    compute_recipe_fingerprint,
     count_samples,
 )
 from ackd_bench.benchmark.errors import DatasetExistsError
 from ackd_bench.benchmark.version import package_version
 
 CardWriter = Callable[[Path, dict, gpd.GeoDataFrame, dict[str, np.ndarray]], None]
-FILLED_KEYS = ("schema_version", "created_by", "counts", "files", "fingerprint")
+FILLED_KEYS = ("schema_version", "created_by", "counts", "files", "fingerprint", "recipe_fingerprint")
 
 
 def _fsync_file(path: Path) -> None:
@@ -158,6 +159,7 @@ def write_payload(
     filled = copy.deepcopy(manifest)
     filled.pop("files", None)
     filled.pop("fingerprint", None)
+    filled.pop("recipe_fingerprint", None)
     filled["schema_version"] = SCHEMA_VERSION
     filled["created_by"] = f"ackd-bench {package_version()}"  # the code that wrote these files
     filled["counts"] = count_samples(table, filled)
@@ -171,6 +173,7 @@ def write_payload(
     filled["fingerprint"] = compute_fingerprint(
         filled, table, {m: filled["files"][f"{m}.npy"] for m in MODALITIES}
     )
+    filled["recipe_fingerprint"] = compute_recipe_fingerprint(filled, table)
     manifest_bytes = (json.dumps(filled, sort_keys=True, indent=2, allow_nan=False) + "\n").encode()
     listed = dict(filled["files"])
     listed[MANIFEST_FILE] = hashlib.sha256(manifest_bytes).hexdigest()

@@ -210,6 +210,9 @@ def read_rgb(path: Path, px: int) -> np.ndarray:
     try:
         with Image.open(path) as image:
             resized = image.convert("RGB").resize((px, px), Image.Resampling.BILINEAR)
+    except Image.DecompressionBombError as exc:  # PIL's own guard: a header declaring too many pixels
+        raise ImportPaperError(f"refused {path}: {exc} The released images are small; re-download or remove "
+                               f"the file") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImportPaperError(f"cannot read {path}: {exc}; re-download or remove the file") from None
     return np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1)

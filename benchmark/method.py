@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ackd_bench.benchmark.boundary import InputError, check_fields
 from ackd_bench.benchmark.errors import AckdBenchError
 from ackd_bench.benchmark.models import Classifier, ModelOutput
 
@@ -325,11 +326,17 @@ def method_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
     cls = get_method_class(name)
     overrides = dict(overrides or {})
     fields = {f.name: f for f in dataclasses.fields(cls.Config)}
-    unknown = sorted(set(overrides) - set(fields))
+    unknown = sorted(set(overrides) - set(fields), key=str)
     if unknown:
         known = ", ".join(fields) or "none"
-        raise MethodError(f"method {name!r} has no option(s) {', '.join(unknown)}; its options: {known}")
-    return cls.Config(**overrides)
+        raise MethodError(f"method {name!r} has no option(s) {', '.join(map(str, unknown))}; its options: {known}")
+    try:
+        check_fields(overrides, cls.Config, f"method {name!r} option")
+        return cls.Config(**overrides)
+    except InputError as err:
+        raise MethodError(str(err)) from None
+    except (TypeError, ValueError) as err:
+        raise MethodError(f"method {name!r}: invalid option value: {err}") from None
 
 
 def create_method(name: str, *, student: Classifier, teacher: Classifier | None, info: DataInfo,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,17 @@ class Profile:
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16"):
             raise ProfileError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        for name in ("epochs", "teacher_epochs", "batch_size", "student_px", "teacher_px", "max_train_per_class"):
+            value = getattr(self, name)
+            if value is None and name == "max_train_per_class":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ProfileError(f"{name} must be a positive integer, got {value!r}")
+        if (not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool) or not math.isfinite(self.lr)
+                or self.lr <= 0):
+            raise ProfileError(f"lr must be a positive number, got {self.lr!r}")
+        if not isinstance(self.augment, bool):
+            raise ProfileError(f"augment must be true or false, got {self.augment!r}")
 
 
 PROFILES = {

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ackd_bench.benchmark.checkpoints import check_protocol, profile_protocol, read_checkpoint
 from ackd_bench.benchmark.data import (PAIRINGS, PairingError, load_modality, oracle_partners, partner_quality,
                                        true_partners)
 from ackd_bench.benchmark.dataset import load_dataset
@@ -18,7 +19,7 @@ from ackd_bench.benchmark.errors import AckdBenchError
 from ackd_bench.benchmark.method import COMPILE_MODES, DataInfo, create_method, get_method_class, method_config
 from ackd_bench.benchmark.models import create_classifier
 from ackd_bench.benchmark.protocol import Profile
-from ackd_bench.benchmark.results import RESULT_SCHEMA_VERSION, write_run_result
+from ackd_bench.benchmark.results import RESULT_SCHEMA_VERSION, predictions_sha256, write_run_result
 from ackd_bench.benchmark.teacher import get_teacher
 from ackd_bench.benchmark.train import epoch_timing, fit, picks_own_partners, target_temperature
 from ackd_bench.benchmark.version import package_version
@@ -95,7 +96,10 @@ def run_experiment(dataset: Path, *, method: str, arch: str, teacher_arch: str |
     ``timing.compile``. ``pairing`` picks the teacher partners of harness-paired methods
     (:data:`benchmark.data.PAIRINGS`); other than ``permuted`` it joins the label
     (``kd[pairing=oracle]``). On datasets with latent truth, every teacher-using run records
-    ``diagnostics.partner_quality`` (:func:`benchmark.data.partner_quality`).
+    ``diagnostics.partner_quality`` (:func:`benchmark.data.partner_quality`). Each seed's
+    checkpoint records the run's protocol (profile, precision, method, label and options, arch
+    pair, seed, epochs, dataset fingerprint, teacher sha256); ``resume`` continues it only under
+    the same protocol, and refuses a damaged one before any teacher is trained.
 
     Returns:
         The RunResult dicts, in seed order (each also written to ``out``).
@@ -112,19 +116,25 @@ def run_experiment(dataset: Path, *, method: str, arch: str, teacher_arch: str |
     for seed in seeds:
         rgb = load_modality(ds, "rgb", dev, max_train_per_class=profile.max_train_per_class, seed=seed)
         ms = load_modality(ds, "ms", dev, max_train_per_class=profile.max_train_per_class, seed=seed)
+        run_id = f"{ds.manifest['name']}-{ds.fingerprint[:8]}__{teacher_arch}__{arch}__{label}__seed{seed}"
+        ckpt = Path(out) / "checkpoints" / f"{run_id}.pt"
+        protocol = {"method": method, "label": label, "options": method_options or {}, "teacher_arch": teacher_arch,
+                    "student_arch": arch, "epochs": profile.epochs, "dataset_fingerprint": ds.fingerprint}
+        if resume and ckpt.exists():  # a damaged or foreign checkpoint fails before the teacher is trained
+            check_protocol(ckpt, read_checkpoint(ckpt)["protocol"],
+                           {**profile_protocol(profile), "seed": seed, **protocol}, only_given=True)
         teacher, tmeta = get_teacher(ds, ms, teacher_arch, seed, profile, checkpoint=teacher_checkpoint,
                                      progress=progress, compile_mode=compile_mode)
         info = DataInfo(n_classes=len(ds.classes), student_channels=rgb.channels, teacher_channels=ms.channels,
                         class_names=tuple(ds.classes), epochs=profile.epochs, teacher_multilabel=ms.sets is not None)
         student = create_classifier(arch, rgb.channels, len(ds.classes), seed=seed).to(dev)
         m = create_method(method, student=student, teacher=teacher, info=info, **(method_options or {})).to(dev)
-        run_id = f"{ds.manifest['name']}-{ds.fingerprint[:8]}__{teacher_arch}__{arch}__{label}__seed{seed}"
-        ckpt = Path(out) / "checkpoints" / f"{run_id}.pt"
         pairs = true_partners(ds, rgb, ms) if pairing == "permuted" else None
         fixed = oracle_partners(rgb, ms) if pairing == "oracle" else pairs
         fitted = fit(m, rgb, ms, profile, seed=seed, student_px=profile.student_px, teacher_px=profile.teacher_px,
                      epochs=profile.epochs, checkpoint=ckpt, resume=resume, progress=progress,
                      desc=f"{method} seed {seed}", fixed_partners=fixed, compile_mode=compile_mode, pairing=pairing,
+                     protocol={**protocol, "teacher_sha256": tmeta["checkpoint_sha256"]},
                      context={"fingerprint": ds.fingerprint,
                               "teacher_bands": list(ds.manifest["modalities"]["ms"].get("bands", []))})
         own_policy = getattr(m, "pairing_policy", None)
@@ -144,10 +154,14 @@ def run_experiment(dataset: Path, *, method: str, arch: str, teacher_arch: str |
             "method": {"name": method, "label": label, "config": _jsonable(asdict(m.cfg)), "paper": m.paper},
             "teacher": {"arch": teacher_arch, "checkpoint_sha256": tmeta["checkpoint_sha256"],
                         "metrics": {"val_oa": tmeta["val_oa"], "test_oa": tmeta["test_oa"],
-                                    "selected_epoch": tmeta["selected_epoch"]}},
+                                    "selected_epoch": tmeta["selected_epoch"],
+                                    # the evidence `table` checks the teacher's scores against
+                                    **{f"{s}_confusion": tmeta[s]["confusion"] for s in ("val", "test")
+                                       if isinstance(tmeta.get(s), dict) and "confusion" in tmeta[s]}}},
             "student": {"arch": arch},
             "dataset": {"name": ds.manifest["name"], "version": ds.manifest["version"],
-                        "fingerprint": ds.fingerprint, "classes": list(ds.classes),
+                        "fingerprint": ds.fingerprint, "recipe_fingerprint": ds.recipe_fingerprint,
+                        "classes": list(ds.classes),
                         "split": ds.manifest["splits"].get("policy", "")},
             "seed": seed,
             "protocol": {**{k: v for k, v in asdict(profile).items() if k != "name"}, "profile": profile.name,
@@ -178,13 +192,9 @@ def test_predictions(sample_ids, predicted: list[int]) -> dict[str, Any]:
     ``sha256`` is over the canonical JSON of ``[[sample_id, class], ...]`` in the order given (the
     split's row order), so anyone can recompute every test metric from the record and check it.
     """
-    import hashlib
-    import json
-
     pairs = [[str(s), int(p)] for s, p in zip(sample_ids, predicted, strict=True)]
-    digest = hashlib.sha256(json.dumps(pairs, separators=(",", ":")).encode()).hexdigest()
-    return {"split": "test", "sample_ids": [s for s, _ in pairs], "predicted": [p for _, p in pairs],
-            "sha256": digest}
+    ids, classes = [s for s, _ in pairs], [p for _, p in pairs]
+    return {"split": "test", "sample_ids": ids, "predicted": classes, "sha256": predictions_sha256(ids, classes)}
 
 
 def method_label(method: str, options: dict[str, Any] | None, pairing: str = "permuted") -> str:

@@ -83,16 +83,16 @@ def load_grid(name_or_path: str | Path, *, datasets: list[Path] | None = None,
     Raises:
         GridError: unknown grid, unknown key, method, option, architecture or profile, or no datasets.
     """
-    import yaml
+    from ackd_bench.benchmark.boundary import InputError, load_file
 
     path = GRID_DIR / f"{name_or_path}.yaml" if str(name_or_path) in list_grids() else Path(name_or_path)
     if not path.is_file():
         raise GridError(f"no grid {str(name_or_path)!r}: not a built-in grid ({', '.join(list_grids())}) "
                         "and no such file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise GridError(f"{path}: not valid YAML ({err})") from None
+        data = load_file(path, what="grid", unique_keys=True)
+    except InputError as err:
+        raise GridError(str(err)) from None
     return parse_grid(data, source=str(path), base=path.parent, datasets=datasets, seeds=seeds, pairing=pairing)
 
 
@@ -105,6 +105,7 @@ def parse_grid(data: Any, *, source: str = "grid", base: Path = Path("."), datas
     use a teacher and take the harness's partners); the others run as always. A method entry's
     own ``pairing`` applies to that method and must make sense for it.
     """
+    from ackd_bench.benchmark.boundary import MAX_SEED, InputError, check_fields
     from ackd_bench.benchmark.data import PAIRINGS
     from ackd_bench.benchmark.method import list_methods, method_config
     from ackd_bench.benchmark.protocol import PROFILES, Profile
@@ -131,7 +132,7 @@ def parse_grid(data: Any, *, source: str = "grid", base: Path = Path("."), datas
         pairs.append((pair["teacher"], pair["student"]))
 
     default_pairing = pairing if pairing is not None else data.get("pairing", "permuted")
-    if default_pairing not in PAIRINGS:
+    if not isinstance(default_pairing, str) or default_pairing not in PAIRINGS:
         raise GridError(f"{source}: unknown pairing {default_pairing!r}; use one of {', '.join(PAIRINGS)}")
     known = list_methods()
     methods = []
@@ -154,16 +155,26 @@ def parse_grid(data: Any, *, source: str = "grid", base: Path = Path("."), datas
 
     seed_list = list(seeds) if seeds is not None else data.get("seeds", [0])
     if (not isinstance(seed_list, list) or not seed_list
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seed_list)):
-        raise GridError(f"{source}: 'seeds' must be a non-empty list of non-negative integers")
+            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seed_list)):
+        raise GridError(f"{source}: 'seeds' must be a non-empty list of integers in 0..{MAX_SEED}")
 
     profile = data.get("profile", "fast")
-    if profile not in PROFILES:
+    if not isinstance(profile, str) or profile not in PROFILES:
         raise GridError(f"{source}: unknown profile {profile!r}; known profiles: {', '.join(PROFILES)}")
     overrides = data.get("profile_overrides") or {}
     fields = {f.name for f in dataclasses.fields(Profile)} - {"name"}
     if not isinstance(overrides, dict) or set(overrides) - fields:
         raise GridError(f"{source}: 'profile_overrides' may set only {', '.join(sorted(fields))}")
+    for key in ("name", "description"):
+        if not isinstance(data.get(key, ""), str):
+            raise GridError(f"{source}: {key!r} must be text, got {data[key]!r}")
+    try:
+        check_fields(overrides, Profile, f"{source}: profile_overrides")
+        dataclasses.replace(PROFILES[profile], **overrides)
+    except InputError as err:
+        raise GridError(str(err)) from None
+    except (TypeError, ValueError, AckdBenchError) as err:
+        raise GridError(f"{source}: profile_overrides: {err}") from None
 
     if datasets:
         paths = [Path(d) for d in datasets]

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ackd_bench.benchmark.results import ResultSchemaError, run_label, validate_run_result
+from ackd_bench.benchmark.results import ResultSchemaError, run_label, validate_run_result, verify_run_metrics
 from ackd_bench.benchmark.stats import minimum_detectable_difference, pooled_std
 
 FORMATS = ("csv", "json", "latex", "md")
@@ -39,6 +39,8 @@ def aggregate(results: list[dict], *, metric: str = "oa", split: str = "test", n
     and kind ``"teacher"``, holds it (one value per distinct teacher checkpoint and seed).
     Every row also carries its dataset block's minimum detectable difference, ``mdd`` (see
     :func:`grid_mdd`; paired by test chip only for the test OA of runs with predictions).
+    Every result's stated metrics are first recomputed from its own evidence
+    (:func:`~ackd_bench.benchmark.results.verify_run_metrics`); a run that disagrees is refused.
 
     Args:
         results: RunResult dicts (e.g. from :func:`~ackd_bench.benchmark.results.load_run_results`).
@@ -52,10 +54,13 @@ def aggregate(results: list[dict], *, metric: str = "oa", split: str = "test", n
         Rows sorted by dataset, fingerprint, teacher→student pair and method order, each with
         ``dataset, dataset_version, fingerprint, teacher, student, pair, method, kind, metric,
         split, n, seeds, values, mean, std, ci_low, ci_high, ci_level, mdd``; all scores in percent.
+        Method rows also have ``unpinned_seeds``: seeds whose run carries no test predictions
+        (older runs; checked against their confusion matrices only), marked in the Markdown.
 
     Raises:
         ResultSchemaError: a result is not a valid RunResult, or two results are the same run
             (same dataset, fingerprint, pair, method and seed).
+        ResultIntegrityError: a result's stated metrics disagree with its confusion matrix or predictions.
         ValueError: unknown metric or split, or ``n_boot < 1``.
     """
     if metric not in METRIC_LABELS:
@@ -70,9 +75,11 @@ def aggregate(results: list[dict], *, metric: str = "oa", split: str = "test", n
     # (dataset, fingerprint) -> (teacher, student, seed) -> method -> {sample_id: predicted class}
     predictions: dict[tuple, dict[tuple, dict[str, dict[str, int]]]] = defaultdict(lambda: defaultdict(dict))
     versions: dict[tuple[str, str], str] = {}
+    unpinned: dict[tuple, list[int]] = defaultdict(list)  # seeds of runs without test predictions
     for result in results:
         source = f"run {result.get('run_id', '?')!r}" if isinstance(result, dict) else "result"
         validate_run_result(result, source=source)
+        verify_run_metrics(result, source=source)  # what the table shows is what the run's evidence says
         d = result["dataset"]
         column = (d["name"], d["fingerprint"], result["teacher"]["arch"], result["student"]["arch"])
         versions.setdefault(column[:2], d["version"])
@@ -84,6 +91,8 @@ def aggregate(results: list[dict], *, metric: str = "oa", split: str = "test", n
                 f"{column[2]}→{column[3]}, method {key[4]}, seed {run_seed}: run ids "
                 f"{run_ids[(*key, run_seed)]!r} and {result['run_id']!r}; remove one of them")
         runs[key][run_seed] = _fraction(result["metrics"][split][metric], f"{source}: metrics.{split}.{metric}")
+        if "predictions" not in result:
+            unpinned[key].append(run_seed)
         run_ids[(*key, run_seed)] = result["run_id"]
         _collect_teacher(result, f"{split}_{metric}", teachers[column], source)
         if metric == "oa" and split == "test" and "predictions" in result:
@@ -93,7 +102,7 @@ def aggregate(results: list[dict], *, metric: str = "oa", split: str = "test", n
     for key, by_seed in runs.items():
         seeds = sorted(by_seed)
         rows.append(_row(key, "method", seeds, [by_seed[s] for s in seeds], versions[key[:2]], metric, split,
-                         n_boot, seed))
+                         n_boot, seed) | {"unpinned_seeds": sorted(unpinned.get(key, []))})
     for column, by_checkpoint in teachers.items():
         if by_checkpoint:
             # A seed appears twice only if its teacher was retrained; each checkpoint counts once.
@@ -396,6 +405,14 @@ def _render_md(rows: list[Row]) -> str:
         mdd = next((r["mdd"] for r, _ in block["cells"].values() if r.get("mdd")), None)
         if mdd:
             out.append(mdd_text(mdd))
+            out.append("")
+        unpinned = sorted({r["method"]: None for r, _ in block["cells"].values() if r.get("unpinned_seeds")},
+                          key=method_sort_key)
+        if unpinned:
+            n_runs = sum(len(r.get("unpinned_seeds", [])) for r, _ in block["cells"].values())
+            out.append(f"Unpinned: {n_runs} run(s) of {', '.join(map(_md_escape, unpinned))} carry no per-chip test "
+                       "predictions (an older ackd-bench wrote them), so their scores were checked against their "
+                       "own confusion matrices only; rerun them to pin them.")
             out.append("")
     return "\n".join(out)
 

@@ -28,6 +28,30 @@ def teacher_paths(ds: Dataset, arch: str, seed: int, profile: Profile) -> tuple[
     return folder / f"{stem}.safetensors", folder / f"{stem}.json"
 
 
+META_KEYS = ("arch", "dataset_fingerprint", "checkpoint_sha256", "val_oa", "test_oa", "selected_epoch")
+
+
+def _read_meta(path: Path, *, from_checkpoint: bool) -> dict[str, Any]:
+    """A teacher's metadata JSON; a truncated or damaged one is a TrainingError naming the file and the fix."""
+    from ackd_bench.benchmark.boundary import InputError, load_file
+
+    why = ""
+    try:
+        meta = load_file(path, what="metadata")
+    except InputError as err:
+        why = str(err).removeprefix(f"metadata file {path}: ")
+    else:
+        if not isinstance(meta, dict):
+            why = "not a JSON object"
+        elif missing := [k for k in META_KEYS if k not in meta]:
+            why = f"lacks {', '.join(missing)}"
+    if why:
+        fix = ("restore it, or omit --teacher-checkpoint to train a teacher" if from_checkpoint
+               else "delete it to retrain the teacher")
+        raise TrainingError(f"teacher metadata {path} is truncated or corrupt ({why}); {fix}")
+    return meta
+
+
 def get_teacher(ds: Dataset, ms: ModalityData, arch: str, seed: int, profile: Profile,
                 *, checkpoint: Path | None = None, progress: bool = True,
                 compile_mode: str = "off") -> tuple[Classifier, dict[str, Any]]:
@@ -47,7 +71,7 @@ def get_teacher(ds: Dataset, ms: ModalityData, arch: str, seed: int, profile: Pr
     device = ms.y["train"].device
     model = create_classifier(arch, ms.channels, len(ds.classes), seed=seed).to(device)
     if weights.exists() and meta_path.exists():
-        meta = json.loads(meta_path.read_text())
+        meta = _read_meta(meta_path, from_checkpoint=checkpoint is not None)
         if meta["dataset_fingerprint"] != ds.fingerprint:
             raise TrainingError(
                 f"teacher {weights} was trained on dataset fingerprint {meta['dataset_fingerprint'][:16]}…, "

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,8 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from ackd_bench.benchmark.checkpoints import CheckpointWriter, fit_protocol, load_checkpoint, plain_json
 from ackd_bench.benchmark.data import (PAIRINGS, ModalityData, PairingError, draw_flips, pair_carrying_class,
                                        pair_same_class)
 from ackd_bench.benchmark.gallery import build_gallery, class_mean_gallery
@@ -27,7 +26,7 @@ from ackd_bench.benchmark.protocol import Profile, classification_metrics
 
 
 class TrainingError(AckdBenchError):
-    """Training cannot go on (a non-finite loss, a checkpoint that does not fit the run)."""
+    """Training cannot go on (a non-finite loss, fewer than 2 classes)."""
 
 
 class Supervised(Method):
@@ -118,7 +117,8 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
         *, seed: int, student_px: int, teacher_px: int, epochs: int, checkpoint: Path | None = None,
         resume: bool = False, progress: bool = True, desc: str = "train",
         fixed_partners: Tensor | None = None, context: dict[str, Any] | None = None,
-        teacher_cache: bool = True, compile_mode: str = "off", pairing: str = "permuted") -> FitResult:
+        teacher_cache: bool = True, compile_mode: str = "off", pairing: str = "permuted",
+        protocol: dict[str, Any] | None = None) -> FitResult:
     """Train ``method`` and select the epoch with the best validation OA; test once at that epoch.
 
     Before the first epoch: the frozen teacher's outputs for the whole MS training gallery
@@ -134,7 +134,11 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
     same shuffles and flips under each (and ``permuted`` is what it always was). A seeded shuffle and
     the epoch's flips (student chips only: the frozen teacher sees its chips as they are); Adam
     steps on the sum of the named loss terms. A checkpoint is written after every epoch
-    (atomically, by a background thread) so ``resume`` continues a run.
+    (atomically, by a background thread) so ``resume`` continues a run. The checkpoint records the
+    run's protocol (:func:`~ackd_bench.benchmark.checkpoints.fit_protocol`: the profile but for its
+    epochs, seed, sizes, pairing, method class and config; plus the caller's ``protocol``: arch
+    pair, dataset fingerprint, ...); ``resume`` refuses a checkpoint whose protocol differs, and a
+    damaged one.
 
     On a GPU nothing in an epoch waits for the device: the loss terms are summed and checked
     for NaN/inf on the device and read once, at the end of the epoch. ``compile_mode`` other than
@@ -143,12 +147,16 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
     short last batch, if any).
 
     Raises:
-        TrainingError: a loss term is NaN/inf (the first such step and its terms are named), or
-            the checkpoint belongs to another run.
+        TrainingError: fewer than 2 classes, or a loss term is NaN/inf (the first such step and its
+            terms are named).
+        CheckpointError: under ``resume``, the checkpoint is empty or damaged, belongs to another
+            run, or was written under another protocol (the differing fields are named).
         MethodError: an unknown ``compile_mode``, or ``reduce-overhead`` off CUDA.
         PairingError: an unknown ``pairing``, or one other than ``permuted`` for a method without a
             teacher or one that picks its own partners; ``class-mean`` with a multi-label teacher.
     """
+    if method.info.n_classes < 2:  # one class trains to 100 % and means nothing
+        raise TrainingError(f"{desc}: {method.info.n_classes} class(es); classification needs at least 2")
     if pairing not in PAIRINGS:
         raise PairingError(f"unknown pairing {pairing!r}; use one of {', '.join(PAIRINGS)}")
     if pairing != "permuted" and (not method.uses_teacher or picks_own_partners(method) or teacher_data is None):
@@ -179,16 +187,18 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
                                                 **(context or {})})
     params = [p for p in method.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=profile.lr, fused=on_gpu)
+    n_train = student_data.y["train"].shape[0]
+    run_protocol = fit_protocol(method, profile, seed=seed, student_px=student_px, teacher_px=teacher_px,
+                                pairing=pairing, n_train=n_train) | plain_json(protocol or {})
     state = {"epoch": 0, "best_oa": -1.0, "best_epoch": -1, "best": None, "history": []}
     if resume and checkpoint is not None and checkpoint.exists():
-        state = _load_checkpoint(checkpoint, method, opt, gen)
-    n_train = student_data.y["train"].shape[0]
+        state = load_checkpoint(checkpoint, method, opt, gen, run_protocol)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=epochs, initial=state["epoch"], desc=desc, disable=not progress, file=sys.stderr, leave=False)
     step_times: list[float] = []
     epoch_times: list[dict[str, float]] = []
-    writer = _CheckpointWriter()
+    writer = CheckpointWriter()
     last_partners: Tensor | None = None
     try:
         for epoch in range(state["epoch"], epochs):
@@ -234,7 +244,7 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
             state["history"].append(record)
             state["epoch"] = epoch + 1
             if checkpoint is not None:
-                writer.submit(checkpoint, method, opt, gen, state)
+                writer.submit(checkpoint, method, opt, gen, state, run_protocol)
             epoch_times.append({"epoch": epoch, "train_s": train_s, "epoch_s": time.perf_counter() - t_epoch})
             bar.update(1)
             bar.set_postfix({**{k: f"{v:.3f}" for k, v in record.items() if k not in ("epoch", "val_oa")},
@@ -365,71 +375,3 @@ def train_step(method: Method, opt: torch.optim.Optimizer, batch: Batch, precisi
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-class _CheckpointWriter:
-    """Writes checkpoints on a background thread so the training loop does not wait for the disk.
-
-    :meth:`submit` copies the state to host memory at once (the run goes on changing it), then
-    the thread writes it atomically; a submit waits for the previous write, and :meth:`close`
-    for the last one, re-raising a failed write.
-    """
-
-    def __init__(self) -> None:
-        self._pool: ThreadPoolExecutor | None = None
-        self._pending: Future | None = None
-
-    def submit(self, path: Path, method: nn.Module, opt, gen: torch.Generator, state: dict) -> None:
-        # state["best"] holds host copies that are replaced, never changed in place: shared, not copied again
-        rest = {k: v for k, v in state.items() if k != "best"}
-        payload = _to_host({"method": method.state_dict(), "optimizer": opt.state_dict(), "rng": gen.get_state(),
-                            "torch_rng": torch.get_rng_state(), "state": rest})
-        payload["state"]["best"] = state["best"]
-        self._wait()
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
-        self._pending = self._pool.submit(_save_checkpoint, path, payload)
-
-    def _wait(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()
-
-    def close(self) -> None:
-        try:
-            self._wait()
-        finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
-
-
-def _to_host(obj: Any) -> Any:
-    """A deep copy of ``obj`` whose tensors are fresh CPU tensors (safe to write while training goes on)."""
-    if isinstance(obj, Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return type(obj)((k, _to_host(v)) for k, v in obj.items())
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_host(v) for v in obj)
-    return obj
-
-
-def _save_checkpoint(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
-def _load_checkpoint(path: Path, method: nn.Module, opt, gen: torch.Generator) -> dict:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles code
-        method.load_state_dict(ckpt["method"])
-        opt.load_state_dict(ckpt["optimizer"])
-    except (RuntimeError, KeyError, ValueError) as err:
-        raise TrainingError(f"checkpoint {path} does not fit this run ({str(err)[:160]}); "
-                            "delete it or run without --resume") from err
-    gen.set_state(ckpt["rng"])
-    torch.set_rng_state(ckpt["torch_rng"])
-    return ckpt["state"]

@@ -17,6 +17,7 @@ import rasterio
 import shapely
 import shapely.geometry
 
+from ackd_bench.benchmark.boundary import InputError, check_output_dir
 from ackd_bench.benchmark.dataset import atomic_write_text, is_complete_dataset, write_dataset
 from ackd_bench.benchmark.errors import AckdBenchError, DatasetExistsError
 from ackd_bench.curation.assemble import MODALITIES, assemble, build_manifest
@@ -55,7 +56,8 @@ class BuildReport:
 
 
 def build_dataset(preset: Preset, out: Path, *, workers: int = 4, scheduler: str | None = None,
-                  progress: bool = True, force: bool = False, retry: RetryPolicy | None = None) -> BuildReport:
+                  progress: bool = True, force: bool = False, retry: RetryPolicy | None = None,
+                  allow_shortfall: bool = False) -> BuildReport:
     """Build the benchmark described by ``preset`` into ``out`` (the dataset format).
 
     Each stage's result is kept in a work folder beside ``out`` (``.NAME.build-KEY``), so a
@@ -75,11 +77,15 @@ def build_dataset(preset: Preset, out: Path, *, workers: int = 4, scheduler: str
         retry: retries and timeouts of STAC requests and COG reads (default `RetryPolicy()`).
             Chips whose reads still fail are replaced like QA rejects and listed in
             ``rejects.parquet`` with every attempt; retries that succeed leave the dataset unchanged.
+        allow_shortfall: accept classes with fewer chips than asked (at least one each), with a
+            warning and the counts in ``provenance.shortfalls``; by default a shortfall is a
+            `BuildError` and nothing is written (the finished stages are kept for the rerun).
 
     Raises:
         CatalogError: the catalogue cannot be opened or searched.
         DatasetExistsError: ``out`` is a file or a foreign non-empty directory.
-        BuildError: the catalogue cannot provide a class at all, or the preset is inconsistent.
+        BuildError: a class falls short of the chips asked for (see ``allow_shortfall``), the
+            catalogue cannot provide a class at all, or the preset is inconsistent.
         SchedulerError: ``scheduler`` cannot be reached or was lost (finished reads are kept).
     """
     out = Path(out)
@@ -93,8 +99,8 @@ def build_dataset(preset: Preset, out: Path, *, workers: int = 4, scheduler: str
         extra["catalogs"] = sources
     key = hashlib.sha256(json.dumps([preset.to_dict(), extra], sort_keys=True).encode()).hexdigest()[:12]
     work = out.parent / f".{out.name}.build-{key}"
+    catalogs = _open_catalogs(preset, catalog_url, retry)  # a catalogue that cannot be opened leaves no trace
     work.mkdir(parents=True, exist_ok=True)
-    catalogs = _open_catalogs(preset, catalog_url, retry)
     catalog = catalogs["ms"]
     read_pool = ReadPool(workers=workers, scheduler=scheduler)  # a local cluster starts on the first read
 
@@ -127,8 +133,7 @@ def build_dataset(preset: Preset, out: Path, *, workers: int = 4, scheduler: str
         short = _shortfall(chosen[modality], preset, modality)
         if short:
             report.shortfalls[modality] = short
-            print(f"warning: {modality}: fewer than {preset.modality_per_class(modality)} chips for {short}",
-                  file=sys.stderr)
+    _check_shortfalls(report.shortfalls, preset, rejects, allow_shortfall)
     truth_items = {}
     for modality in MODALITIES:
         chosen[modality], truth_items[modality] = latent_stage(
@@ -163,6 +168,10 @@ def _check_out(out: Path) -> bool:
     """Refuse a file or a foreign folder at ``out``; True when it holds a complete dataset (verified once)."""
     if out.exists() and not out.is_dir():
         raise DatasetExistsError(f"--out {out} is a file; choose a directory path")
+    try:
+        check_output_dir(out)
+    except InputError as err:
+        raise DatasetExistsError(str(err)) from None
     if not (out.is_dir() and any(out.iterdir())):
         return False
     if not is_complete_dataset(out):
@@ -441,6 +450,25 @@ def _select(preset: Preset, candidates: pd.DataFrame, results: dict, arrays: dic
     keep["record"] = keep["candidate_id"].map(results)
     keep["array"] = keep["candidate_id"].map(arrays)
     return keep
+
+
+def _check_shortfalls(shortfalls: dict[str, dict[str, int]], preset: Preset,
+                      rejects: dict[str, list[dict[str, Any]]], allow: bool) -> None:
+    """Refuse a short build (an empty class always; any shortfall unless ``allow``), naming why chips were lost."""
+    for modality, short in shortfalls.items():
+        wanted = preset.modality_per_class(modality)
+        counts = ", ".join(f"{name} {n}" for name, n in short.items())
+        lost = Counter(_reason_kind(r["reject"]) for r in rejects.get(modality, []))
+        why = (f"; rejected candidates: {', '.join(f'{k} {v}' for k, v in lost.most_common(3))}" if lost
+               else "; the catalogue offered no more candidates")
+        if not allow or 0 in short.values():
+            empty = [name for name, n in short.items() if n == 0]
+            hint = (f"{', '.join(empty)} would be empty, which no dataset may be" if empty and allow
+                    else "or rerun with --allow-shortfall to accept a short dataset (recorded in dataset.json)")
+            raise BuildError(f"{modality}: fewer than the {wanted} chips per class asked for ({counts} chips){why}; "
+                             f"check the catalogue and AOIs, lower --per-class, {hint}")
+        print(f"warning: {modality}: fewer than {wanted} chips for {short}; recorded in provenance.shortfalls",
+              file=sys.stderr)
 
 
 def _shortfall(chosen: pd.DataFrame, preset: Preset, modality: str) -> dict[str, int]:

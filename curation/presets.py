@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from ackd_bench.benchmark.boundary import MAX_SEED, InputError, check_fields
 from ackd_bench.benchmark.errors import AckdBenchError
 from ackd_bench.curation.catalog_profiles import (
     DEFAULT_PROFILE, OFFSET_RULES, CatalogProfile, ProfileError, get_profile,
@@ -107,9 +108,12 @@ class ModalitySpec:
             if not _number(value) or value <= 0 or (name != "gsd" and not isinstance(value, int)):
                 raise PresetError(f"{self.collection}: {name} must be a positive number{'' if name == 'gsd' else ' (integer)'}, got {value!r}")
         try:
-            np.dtype(self.dtype)
+            kind = np.dtype(self.dtype).kind
         except TypeError:
-            raise PresetError(f"{self.collection}: dtype {self.dtype!r} is not an array dtype such as uint16") from None
+            kind = None
+        if kind not in ("u", "i", "f"):
+            raise PresetError(f"{self.collection}: dtype {self.dtype!r} is not an integer or float array dtype "
+                              f"such as uint16 or float32")
         if self.offset_rule not in OFFSET_RULES:
             raise PresetError(f"{self.collection}: unknown offset_rule {self.offset_rule!r}; known: {', '.join(OFFSET_RULES)}")
         if "/" not in self.datetime:
@@ -239,8 +243,8 @@ class Preset:
         for name in ("max_cloud", "max_nodata"):
             if not _number(getattr(self, name)) or not 0.0 <= getattr(self, name) <= 1.0:
                 raise PresetError(f"{name} must be a fraction in [0, 1], got {getattr(self, name)!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise PresetError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed <= MAX_SEED:
+            raise PresetError(f"seed must be an integer in 0..{MAX_SEED}, got {self.seed!r}")
         if not isinstance(self.purity_samples, int) or self.purity_samples <= 0:
             raise PresetError(f"purity_samples must be a positive integer, got {self.purity_samples!r}")
         _check_split(self.split, "split")
@@ -370,9 +374,7 @@ def get_preset(name_or_path: str) -> Preset:
         return load_preset_file(builtin)
     path = Path(name_or_path)
     if path.suffix.lower() in (".yaml", ".yml", ".json"):
-        if not path.is_file():
-            raise PresetError(f"preset file {path} does not exist")
-        return load_preset_file(path)
+        return load_preset_file(path)  # a missing file or a folder is named there
     known = ", ".join(list_presets())
     raise PresetError(f"unknown preset {name_or_path!r}; known presets: {known} (or a path to a .yaml/.json preset file)")
 
@@ -384,12 +386,13 @@ def demo_preset(scale: float = 1.0) -> Preset:
 
 def load_preset_file(path: Path, *, demo_scale: float = 1.0) -> Preset:
     """Read a preset file (YAML, or JSON by its ``.json`` suffix) with a safe loader and validate it."""
+    from ackd_bench.benchmark.boundary import load_file
+
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as err:
-        raise PresetError(f"cannot read preset file {path}: {str(err).splitlines()[0]}") from err
+        data = load_file(path, what="preset", unique_keys=True)
+    except InputError as err:
+        raise PresetError(str(err)) from err
     try:
         return preset_from_dict(data, demo_scale=demo_scale)
     except PresetError as err:
@@ -502,8 +505,12 @@ def _strict(cls: type, data: Any, where: str) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise PresetError(f"{where} must be a mapping, got {type(data).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(set(data) - names, key=str)
     if unknown:
         raise PresetError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; "
                           f"allowed: {', '.join(sorted(names))}")
+    try:
+        check_fields(data, cls, where)
+    except InputError as err:
+        raise PresetError(str(err)) from None
     return dict(data)

@@ -7,16 +7,16 @@ LEADERBOARD.md, site/index.html and site/ranking.svg (no "generated at" stamps, 
 from __future__ import annotations
 
 import io
-import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ackd_bench.benchmark.dataset_files import atomic_write_bytes, atomic_write_text
+from ackd_bench.benchmark.dataset_files import atomic_write_bytes
+from ackd_bench.leaderboard.submission import LeaderboardError, read_bundle
+from ackd_bench.leaderboard.transaction import begin, board_lock, end, pause_point, recover
 
-SUBMISSIONS_DIR = "submissions"
-DATASETS_FILE = "datasets.json"
 MARKDOWN_FILE = "LEADERBOARD.md"
 SITE_DIR = "site"
 HTML_FILE = "index.html"
@@ -49,6 +49,7 @@ class Entry:
     code_url: str
     paper_url: str
     date: str
+    content: str = ""  # the content fingerprint of the build the runs were made on
 
 
 @dataclass(frozen=True)
@@ -71,35 +72,52 @@ def safe_url(url: Any) -> str | None:
     return url if isinstance(url, str) and _SAFE_URL.fullmatch(url) else None
 
 
-def load_boards(board: Path) -> list[Board]:
+def load_boards(board: Path, staged: Sequence[Path] = ()) -> list[Board]:
     """Read a board directory into one :class:`Board` per dataset, in datasets.json order.
 
     Datasets listed in datasets.json without submissions get an empty table; submissions for a
     dataset not listed there come after, sorted by name, version and fingerprint.
+
+    Args:
+        board: The board folder.
+        staged: Submission files shown as well, though not yet in ``submissions/`` (a submit in progress).
+
+    Raises:
+        LeaderboardError: ``board`` is not a board, or one of its files cannot be read or shown (named).
     """
+    from ackd_bench.leaderboard.board import board_entry, board_submission_files, read_datasets
+
     board = Path(board)
-    datasets_path = board / DATASETS_FILE
-    listed = json.loads(datasets_path.read_text(encoding="utf-8")) if datasets_path.exists() else []
-    keys = [(str(d["name"]), str(d["version"]), str(d["fingerprint"])) for d in listed]
+    listed = read_datasets(board)
+    by_fingerprint = {d["fingerprint"]: d for d in listed}
+    keys = [(d["name"], d["version"], d["fingerprint"]) for d in listed]
     groups: dict[tuple[str, str, str], list[dict]] = {k: [] for k in keys}
-    for path in sorted((board / SUBMISSIONS_DIR).glob("*.json")):
-        sub = json.loads(path.read_text(encoding="utf-8"))
-        ds = sub["dataset"]
-        groups.setdefault((str(ds["name"]), str(ds["version"]), str(ds["fingerprint"])), []).append(sub)
+    for path, sub in [*board_submission_files(board), *((p, read_bundle(p)) for p in staged)]:
+        try:
+            ds = sub["dataset"]
+            entry, _ = board_entry(by_fingerprint, ds)  # a drifted build of a board dataset joins its table
+            key = ((entry["name"], entry["version"], entry["fingerprint"]) if entry is not None
+                   else (str(ds["name"]), str(ds["version"]), str(ds["fingerprint"])))
+            _sort_key(sub), _entry(sub, 0)  # every shown field is there and of its type
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise LeaderboardError(f"{path} cannot be shown (missing or mistyped field: {err}); restore it from the "
+                                   "board's git history or move it out of the board") from err
+        groups.setdefault(key, []).append(sub)
     ordered = keys + sorted(k for k in groups if k not in set(keys))
     return [Board(*k, known=k in set(keys), entries=_rank(groups[k])) for k in ordered]
 
 
+def _sort_key(s: dict) -> tuple:
+    summary = s["summary"]
+    return (-float(summary["oa_mean"]), -_num(summary.get("oa_ci_low"), float("-inf")),
+            str(s["method"].get("label") or s["method"]["name"]), str(s["id"]))
+
+
 def _rank(subs: list[dict]) -> tuple[Entry, ...]:
     """Entries best first by OA mean (then CI lower bound, label, id); equal OA means share a rank."""
-    def key(s: dict) -> tuple:
-        summary = s["summary"]
-        return (-float(summary["oa_mean"]), -_num(summary.get("oa_ci_low"), float("-inf")),
-                str(s["method"].get("label") or s["method"]["name"]), str(s["id"]))
-
     entries: list[Entry] = []
     previous = None
-    for i, s in enumerate(sorted(subs, key=key)):
+    for i, s in enumerate(sorted(subs, key=_sort_key)):
         oa = float(s["summary"]["oa_mean"])
         rank = entries[-1].rank if previous == oa else i + 1
         previous = oa
@@ -126,7 +144,7 @@ def _entry(s: dict, rank: int) -> Entry:
         seeds=tuple(str(x) for x in summary.get("seeds", [])),
         submitter=str(who.get("name", "")), affiliation=str(who.get("affiliation", "")),
         code_url=str(who.get("code_url") or ""), paper_url=str(who.get("paper_url") or ""),
-        date=str(s.get("created", ""))[:10],
+        date=str(s.get("created", ""))[:10], content=str(s["dataset"]["fingerprint"]),
     )
 
 
@@ -183,7 +201,19 @@ def render_markdown(boards: list[Board]) -> str:
                      md_escape(e.date)]
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
+        out += [f"{line}" for line in drift_notes(b)]
     return "\n".join(out)
+
+
+def drift_notes(b: Board) -> list[str]:
+    """A note naming the rows whose runs were made on a build of the same recipe with other content."""
+    drifted = [e for e in b.entries if e.content and e.content != b.fingerprint]
+    if not drifted:
+        return []
+    rows = ", ".join(f"{e.id} (content {e.content[:FINGERPRINT_SHOWN]})" for e in drifted)
+    return [f"Content drift: {rows} ran on a build of this dataset's recipe whose content fingerprint differs "
+            f"from the board's {b.fingerprint[:FINGERPRINT_SHOWN]} (same chips, splits and labels; some bytes "
+            f"differ, e.g. another GDAL).", ""]
 
 
 def render_plot(boards: list[Board]) -> bytes:
@@ -228,21 +258,58 @@ def render_plot(boards: list[Board]) -> bytes:
     return buf.getvalue()
 
 
-def render_board(board: Path) -> None:
-    """Render ``board``'s LEADERBOARD.md, site/index.html and site/ranking.svg from its submissions.
-
-    A pure function of submissions/*.json and datasets.json: rendering twice gives identical bytes.
-    Each file is written atomically.
+def page_files(board: Path, staged: Sequence[Path] = ()) -> dict[Path, bytes]:
+    """The board's LEADERBOARD.md, site/index.html and site/ranking.svg, computed but not written.
 
     Args:
-        board: The board directory.
+        board: The board folder.
+        staged: Submission files to show as well (see :func:`load_boards`).
+
+    Returns:
+        ``{path: content}``, the Markdown page last.
+
+    Raises:
+        LeaderboardError: a board file cannot be read or shown, or ``site`` is not a folder.
     """
     from ackd_bench.leaderboard.render_html import render_html
 
     board = Path(board)
-    boards = load_boards(board)
+    boards = load_boards(board, staged)
     site = board / SITE_DIR
-    site.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(site / PLOT_FILE, render_plot(boards))
-    atomic_write_text(site / HTML_FILE, render_html(boards, plot=PLOT_FILE))
-    atomic_write_text(board / MARKDOWN_FILE, render_markdown(boards))
+    if site.exists() and not site.is_dir():
+        raise LeaderboardError(f"{site} is not a folder; move it away so that the page can be written there")
+    return {site / PLOT_FILE: render_plot(boards), site / HTML_FILE: render_html(boards, plot=PLOT_FILE).encode(),
+            board / MARKDOWN_FILE: render_markdown(boards).encode()}
+
+
+def write_page_files(files: dict[Path, bytes]) -> None:
+    """Write :func:`page_files`' output, each file atomically (the set of them is kept whole by the journal)."""
+    for i, (path, data) in enumerate(files.items()):
+        if i:
+            pause_point("rendering")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data)
+
+
+def render_board(board: Path) -> None:
+    """Render ``board``'s LEADERBOARD.md, site/index.html and site/ranking.svg from its submissions.
+
+    A pure function of submissions/*.json and datasets.json: rendering twice gives identical bytes.
+    Each file is written atomically, under the board's lock, after completing an interrupted submit
+    (see :mod:`ackd_bench.leaderboard.transaction`).
+
+    Args:
+        board: The board directory.
+
+    Raises:
+        LeaderboardError: ``board`` is not a board, or one of its files cannot be read or shown (named).
+    """
+    from ackd_bench.leaderboard.board import require_board
+
+    board = require_board(board)
+    with board_lock(board):
+        if not recover(board):
+            files = page_files(board)
+            begin(board, {"op": "render"})
+            write_page_files(files)
+            end(board)

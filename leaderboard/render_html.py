@@ -17,7 +17,7 @@ import base64
 import hashlib
 from html import escape
 
-from ackd_bench.leaderboard.render import Board, Entry, ci_text, oa_text, pct, safe_url
+from ackd_bench.leaderboard.render import Board, Entry, ci_text, drift_notes, oa_text, pct, safe_url
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 80rem; padding: 0 1rem; color: #222; }
@@ -152,7 +152,8 @@ def _table(b: Board, index: int) -> list[str]:
                     for h, t, d in COLUMNS)
     out += ['<table class="board">', f"<thead><tr>{heads}</tr></thead>", "<tbody>"]
     out += [_row(e, i) for i, e in enumerate(b.entries)]
-    return out + ["</tbody>", "</table>", "</section>"]
+    notes = [f'<p class="note">{escape(line)}</p>' for line in drift_notes(b) if line]
+    return out + ["</tbody>", "</table>", *notes, "</section>"]
 
 
 def render_html(boards: list[Board], *, plot: str) -> str:

@@ -12,13 +12,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ackd_bench.benchmark.errors import AckdBenchError
-from ackd_bench.benchmark.protocol import classification_metrics
-from ackd_bench.benchmark.results import ResultSchemaError, load_run_results, run_label, validate_run_result
-from ackd_bench.benchmark.runner import test_predictions
-from ackd_bench.benchmark.table import aggregate
+from ackd_bench.benchmark.results import (
+    ResultSchemaError,
+    load_run_results,
+    run_label,
+    validate_run_result,
+)
 
 FORMAT = "ackd-bench-submission"
 FORMAT_VERSION = 1
@@ -26,12 +26,19 @@ SCHEMA_FILE = "submission-v1.schema.json"
 MAX_BYTES = 10 * 1024 * 1024  # refused before parsing: a board is a git repo, not a file store
 MIN_SEEDS = 3
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{2,63}$")
-# Scalar test metrics recomputed from the predictions; float tolerance covers JSON round trips only.
-RECOMPUTED_METRICS = ("oa", "macro_precision", "macro_recall", "macro_f1", "per_class_accuracy", "confusion", "n")
+# Summary values recomputed from the runs; float tolerance covers JSON round trips only.
 TOLERANCE = 1e-9
-# Text that a rendered board page must never carry: markup, script URLs, control and bidi characters.
-_FORBIDDEN_TEXT = re.compile(r"<\s*script|javascript\s*:|vbscript\s*:|data\s*:\s*text/html", re.IGNORECASE)
-_BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Text that a rendered board page must never carry, in any field: HTML tags, comments and script URLs.
+_FORBIDDEN_TEXT = re.compile(r"<\s*/?\s*[a-z!?]|javascript\s*:|vbscript\s*:|data\s*:\s*text/html", re.IGNORECASE)
+# The fields a board page shows are plain text: no '<' or '>', HTML entities or Markdown links/images either,
+# and composed (NFC), so that two names that look the same are the same string.
+SHOWN_FIELDS = ("submitter.name", "submitter.affiliation", "submitter.licence", "method.name", "method.label",
+                "teacher_arch", "student_arch", "dataset.name", "dataset.version")
+_SHOWN_MARKUP = re.compile(r"[<>]|&(#[0-9]+|#x[0-9a-f]+|[a-z][a-z0-9]*);|\]\s*\(|!\[", re.IGNORECASE)
+# Invisible or layout-changing characters, refused everywhere: controls (Cc), format characters such as
+# zero-width spaces, bidi controls and the BOM (Cf), surrogates (Cs), private use (Co), line and
+# paragraph separators (Zl, Zp). "A. Te\u200bster" would otherwise show as "A. Tester".
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
 URL_FIELDS = ("code_url", "paper_url")
 
 
@@ -70,6 +77,8 @@ def pack(results_dir: Path, *, out: Path, name: str, affiliation: str, code_url:
     """
     from ackd_bench.benchmark.dataset_files import atomic_write_text
 
+    # Composed Unicode (NFC), as validation requires: a name typed with combining accents is the same name.
+    name, affiliation, licence = (unicodedata.normalize("NFC", t) for t in (name, affiliation, licence))
     try:
         runs = load_run_results([Path(results_dir)])
     except ResultSchemaError as err:
@@ -101,7 +110,8 @@ def pack(results_dir: Path, *, out: Path, name: str, affiliation: str, code_url:
                       "licence": licence},
         "method": {"name": runs[0]["method"]["name"], "label": label},
         "teacher_arch": teacher_arch, "student_arch": student_arch,
-        "dataset": {"name": d["name"], "version": d["version"], "fingerprint": d["fingerprint"]},
+        "dataset": {"name": d["name"], "version": d["version"], "fingerprint": d["fingerprint"],
+                    **({"recipe_fingerprint": d["recipe_fingerprint"]} if "recipe_fingerprint" in d else {})},
         "protocol": runs[0]["protocol"],
         "runs": runs,
         "summary": summarise(runs),
@@ -123,6 +133,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
     Fractions in [0, 1] (the table works in percent).
     """
+    from ackd_bench.benchmark.table import aggregate  # scipy and pandas: only when summarising
+
     oa = _method_row(aggregate(runs, metric="oa"))
     f1 = _method_row(aggregate(runs, metric="macro_f1"))
     return {"seeds": oa["seeds"], "oa_mean": oa["mean"] / 100, "oa_std": oa["std"] / 100,
@@ -160,28 +172,15 @@ def read_bundle(source: Path | str | bytes) -> dict[str, Any]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise LeaderboardError(f"{where}: not UTF-8 (byte {err.start}); save the file as UTF-8") from err
-    try:
-        bundle = json.loads(text, object_pairs_hook=_no_repeated_keys, parse_constant=_no_constants)
-    except json.JSONDecodeError as err:
-        raise LeaderboardError(f"{where}: not valid JSON ({err})") from err
-    except ValueError as err:
-        raise LeaderboardError(f"{where}: {err}") from err
+    from ackd_bench.benchmark.boundary import InputError, parse_json
+
+    try:  # depth pre-scanned, no NaN/Infinity, no repeated keys
+        bundle = parse_json(text, where=where, unique_keys=True)
+    except InputError as err:
+        raise LeaderboardError(str(err)) from err
     if not isinstance(bundle, dict):
         raise LeaderboardError(f"{where}: a submission must be a JSON object")
     return bundle
-
-
-def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"key {key!r} appears twice in one object")
-        out[key] = value
-    return out
-
-
-def _no_constants(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def find_problems(source: Path | str | bytes, board: Path | None = None) -> list[str]:
@@ -202,8 +201,12 @@ def validate(source: Path | str | bytes, board: Path | None = None) -> dict[str,
     """Check a bundle (see :func:`find_problems`) and return it parsed.
 
     Raises:
-        LeaderboardError: one line listing every problem found.
+        LeaderboardError: one line listing every problem found, or ``board`` is not a board.
     """
+    if board is not None:
+        from ackd_bench.leaderboard.board import require_board
+
+        require_board(board)  # a mistyped --board is named before any problem of the bundle
     try:
         bundle = read_bundle(source)
     except LeaderboardError as err:
@@ -238,14 +241,17 @@ def check_bundle(bundle: dict[str, Any], board: Path | None = None) -> list[str]
         return problems
     labels = None
     if board is not None:
-        from ackd_bench.leaderboard.board import board_problems, true_labels
+        from ackd_bench.leaderboard.board import board_problems, true_labels  # board imports this module
 
         problems += board_problems(bundle, Path(board))
-        labels = true_labels(Path(board), bundle["dataset"]["fingerprint"])
+        labels = true_labels(Path(board), bundle["dataset"])
     for i, run in enumerate(runs):
         problems += _check_predictions(run, f"runs[{i}] (seed {run['seed']})", labels)
     claimed = bundle["summary"]
-    recomputed = summarise(runs)
+    try:
+        recomputed = summarise(runs)
+    except ResultSchemaError as err:  # the table refuses runs whose claims disagree with their evidence
+        return problems or [str(err)]
     for key, value in recomputed.items():
         if key == "seeds" and sorted(claimed["seeds"]) != value:
             problems.append(f"summary.seeds {claimed['seeds']} are not the runs' seeds {value}")
@@ -273,7 +279,12 @@ def _schema_message(error) -> str:
 
 
 def unsafe_text(value: Any, path: str = "") -> list[str]:
-    """Problems of text a rendered page would show: markup, script URLs, control characters, bad URLs."""
+    """Problems of text a rendered page would show: markup, script URLs, invisible characters, bad URLs.
+
+    Every string (and key) is checked for HTML tags, script URLs and control, format (zero-width,
+    bidi) and separator characters; the fields the page shows (:data:`SHOWN_FIELDS`) must moreover
+    be plain text without ``<``, ``>``, HTML entities or Markdown links, in composed Unicode (NFC).
+    """
     problems: list[str] = []
     if isinstance(value, dict):
         for key, sub in value.items():
@@ -289,11 +300,16 @@ def unsafe_text(value: Any, path: str = "") -> list[str]:
 
 
 def _unsafe_string(text: str, where: str) -> list[str]:
-    found = _FORBIDDEN_TEXT.search(text)
+    found = _FORBIDDEN_TEXT.search(text) or (_SHOWN_MARKUP.search(text) if where in SHOWN_FIELDS else None)
     if found:
         return [f"{where} contains markup or a script URL ({found.group(0)!r}); plain text only"]
-    if any(unicodedata.category(c) == "Cc" or c in _BIDI for c in text):
-        return [f"{where} contains control characters; plain one-line text only"]
+    invisible = next((c for c in text if unicodedata.category(c) in _INVISIBLE_CATEGORIES), None)
+    if invisible is not None:
+        return [f"{where} contains invisible or control characters (U+{ord(invisible):04X}); "
+                "plain one-line text only"]
+    if where in SHOWN_FIELDS and unicodedata.normalize("NFC", text) != text:
+        return [f"{where} is not in composed Unicode form (NFC); write accents as single characters, "
+                "as `ackd-bench leaderboard pack` does"]
     if where in (f"submitter.{f}" for f in URL_FIELDS) and text and not text.startswith("https://"):
         return [f"{where} must be an https:// URL"]
     return []
@@ -305,6 +321,7 @@ def _check_runs_agree(bundle: dict[str, Any]) -> list[str]:
     runs = bundle["runs"]
     expected = {
         "dataset fingerprint": bundle["dataset"]["fingerprint"], "dataset name": bundle["dataset"]["name"],
+        "dataset recipe": bundle["dataset"].get("recipe_fingerprint"),
         "dataset version": bundle["dataset"]["version"], "method label": bundle["method"]["label"],
         "method name": bundle["method"]["name"], "teacher arch": bundle["teacher_arch"],
         "student arch": bundle["student_arch"], "protocol": bundle["protocol"],
@@ -312,6 +329,7 @@ def _check_runs_agree(bundle: dict[str, Any]) -> list[str]:
     for i, run in enumerate(runs):
         got = {
             "dataset fingerprint": run["dataset"]["fingerprint"], "dataset name": run["dataset"]["name"],
+            "dataset recipe": run["dataset"].get("recipe_fingerprint"),
             "dataset version": run["dataset"]["version"], "method label": run_label(run),
             "method name": run["method"]["name"], "teacher arch": run["teacher"]["arch"],
             "student arch": run["student"]["arch"], "protocol": run["protocol"],
@@ -330,45 +348,15 @@ def _check_runs_agree(bundle: dict[str, Any]) -> list[str]:
 
 
 def _check_predictions(run: dict[str, Any], where: str, labels: dict[str, int] | None) -> list[str]:
-    """The predictions' hash, and every claimed test metric recomputed from them (true labels if known)."""
-    pred = run["predictions"]
-    ids, predicted = pred["sample_ids"], pred["predicted"]
-    if len(ids) != len(predicted):
-        return [f"{where}: {len(ids)} sample ids but {len(predicted)} predictions"]
-    if test_predictions(ids, predicted)["sha256"] != pred["sha256"]:
-        return [f"{where}: predictions.sha256 does not match the predictions (tampered or truncated)"]
-    n_classes = len(run["dataset"]["classes"])
-    if any(p >= n_classes for p in predicted):
-        return [f"{where}: a predicted class is not one of the {n_classes} classes"]
-    claimed = run["metrics"]["test"]
-    if labels is None:
-        # No true labels: the confusion matrix must at least agree with the predictions and the claims.
-        cm = np.asarray(claimed["confusion"])
-        if cm.shape != (n_classes, n_classes) or cm.sum() != len(predicted) or \
-                cm.sum(axis=0).tolist() != np.bincount(predicted, minlength=n_classes).tolist():
-            return [f"{where}: metrics.test.confusion does not match the predictions"]
-        y_true = np.repeat(np.arange(n_classes), cm.sum(axis=1))
-        y_pred = np.concatenate([np.repeat(np.arange(n_classes), row) for row in cm]).astype(np.int64)
-    else:
-        if len(set(ids)) != len(ids) or set(ids) != set(labels):
-            return [f"{where}: predictions do not cover the dataset's {len(labels)} test samples exactly once"]
-        y_true = np.array([labels[s] for s in ids], dtype=np.int64)
-        y_pred = np.array(predicted, dtype=np.int64)
-    truth = classification_metrics(y_true, y_pred, n_classes)
-    wrong = [k for k in RECOMPUTED_METRICS if not _close(claimed[k], truth[k])]
-    if wrong:
-        k = wrong[0]
-        return [f"{where}: claimed metrics.test.{k} {_brief(claimed[k])} does not match {_brief(truth[k])} "
-                f"recomputed from the predictions" + (f" (also {', '.join(wrong[1:])})" if wrong[1:] else "")]
+    """Every claimed metric of the run recomputed from its evidence: the predictions (checked against their
+    hash) and, when the board knows them, the true labels (`results.verify_run_metrics`, as `table` does)."""
+    from ackd_bench.benchmark.results import ResultSchemaError, verify_run_metrics
+
+    try:
+        verify_run_metrics(run, source=where, labels=labels)
+    except ResultSchemaError as err:
+        return [str(err)]
     return []
-
-
-def _close(a: Any, b: Any) -> bool:
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        return math.isclose(a, b, rel_tol=0, abs_tol=TOLERANCE)
-    return False
 
 
 def _brief(value: Any) -> str:

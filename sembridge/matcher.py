@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
+from ackd_bench.benchmark.boundary import InputError, expect_mapping
+from ackd_bench.benchmark.boundary import load_file as load_user_file
 from ackd_bench.benchmark.data import ModalityData
 from ackd_bench.benchmark.dataset_files import atomic_write_text, cache_root, sha256_file
 from ackd_bench.benchmark.models import create_classifier
@@ -300,9 +302,14 @@ def get_matcher(fingerprint: str, ms: ModalityData, rgb: ModalityData, ms_band_i
     weights = cache_root() / "matchers" / fingerprint[:16] / f"{cfg.arch}__seed{seed}__{key}.safetensors"
     meta_path = weights.with_suffix(".json")
     if weights.exists() and meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta["dataset_fingerprint"] != fingerprint or sha256_file(weights) != meta["checkpoint_sha256"]:
-            raise ValueError(f"cached matcher {weights} does not match its metadata; delete it to retrain")
+        try:
+            meta = expect_mapping(load_user_file(meta_path, what="metadata"), f"matcher metadata {meta_path}")
+            stated = meta["dataset_fingerprint"], meta["checkpoint_sha256"]
+        except (InputError, KeyError) as err:
+            raise InputError(f"cached matcher metadata {meta_path} is damaged ({err}); delete it and "
+                             f"{weights.name} to retrain the matcher") from None
+        if stated[0] != fingerprint or sha256_file(weights) != stated[1]:
+            raise InputError(f"cached matcher {weights} does not match its metadata; delete it to retrain")
         matcher = Matcher(ms.channels, cfg).to(ms.y["train"].device)
         matcher.load_state_dict(load_file(weights, device=str(ms.y["train"].device)))
         if channels_last:

@@ -66,3 +66,56 @@ def write_board(root: Path, subs: list[dict] | None = None) -> Path:
     datasets = [{**EUROSAT, "description": "demo"}, {**BIGEARTH, "description": "demo"}]
     (root / "datasets.json").write_text(json.dumps(datasets, indent=2), encoding="utf-8")
     return root
+
+
+# Valid submissions without training: made-up runs of one method on a board's dataset, with seeded
+# random test predictions and every metric computed from them, packed by `ackd-bench leaderboard pack`.
+FAKE_PROTOCOL = {"profile": "smoke", "epochs": 1, "teacher_epochs": 1, "batch_size": 64, "lr": 0.001,
+                 "optimizer": "adam", "selection": "best val OA; test evaluated once",
+                 "pairing": "random-same-class-per-epoch", "student_px": 16, "teacher_px": 16,
+                 "max_train_per_class": 48}
+
+
+def fake_runs(entry: dict, out: Path, *, variant: int, seeds: tuple[int, ...] = (0, 1, 2)) -> Path:
+    """Write one RunResult per seed of method "kd" on a board dataset (a datasets.json entry) to ``out``.
+
+    Predictions are random (seeded by ``variant`` and seed), so each variant packs into a
+    submission with its own runs; the metrics are computed from the predictions and true labels.
+    """
+    import numpy as np
+
+    from ackd_bench.benchmark.protocol import classification_metrics
+    from ackd_bench.benchmark.runner import test_predictions
+
+    out.mkdir(parents=True, exist_ok=True)
+    ids = sorted(entry["test_labels"])
+    y_true = np.array([entry["test_labels"][s] for s in ids], dtype=np.int64)
+    n_classes = len(entry["classes"])
+    for seed in seeds:
+        y_pred = np.random.default_rng([variant, seed]).integers(0, n_classes, len(ids))
+        metrics = classification_metrics(y_true, y_pred, n_classes)
+        run = {
+            "schema_version": 1, "run_id": f"fake-v{variant}-seed{seed}", "created": "2026-01-01T00:00:00+00:00",
+            "method": {"name": "kd", "label": "kd", "config": {"temperature": 4.0}},
+            "teacher": {"arch": "resnet18", "checkpoint_sha256": "0" * 64, "metrics": {}},
+            "student": {"arch": "resnet18"},
+            "dataset": {"name": entry["name"], "version": entry["version"], "fingerprint": entry["fingerprint"],
+                        "classes": entry["classes"], "split": "spatial-blocks"},
+            "seed": seed, "protocol": FAKE_PROTOCOL,
+            "metrics": {"val": metrics, "test": metrics, "selected_epoch": 0},
+            "diagnostics": {}, "timing": {"total_s": 1.0, "step_s": 0.1},
+            "environment": {"python": "3.11", "torch": "2", "timm": "1", "ackd_bench": "0.1.0", "device": "cpu"},
+            "predictions": test_predictions(ids, y_pred.tolist()),
+        }
+        (out / f"seed{seed}.json").write_text(json.dumps(run), encoding="utf-8")
+    return out
+
+
+def fake_bundles(board: Path, out: Path, n: int) -> list[Path]:
+    """``n`` valid, distinct submissions (ids ``fake-0``, ``fake-1``, …) for ``board``'s first dataset."""
+    from ackd_bench.leaderboard.submission import pack
+
+    entry = json.loads((board / "datasets.json").read_text(encoding="utf-8"))[0]
+    return [pack(fake_runs(entry, out / f"runs{k}", variant=k), out=out / f"fake-{k}.json", name=f"Tester {k}",
+                 affiliation="Lab", code_url="https://example.org/code", licence="CC-BY-4.0",
+                 submission_id=f"fake-{k}") for k in range(n)]

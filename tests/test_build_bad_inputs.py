@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from ackd_bench.benchmark.dataset import load_dataset
-from ackd_bench.curation.build import REJECTS_FILE, build_dataset
+from ackd_bench.curation.build import REJECTS_FILE, BuildError, build_dataset
 from ackd_bench.curation.presets import BandSource
 from ackd_bench.curation.stac import CatalogError
 
@@ -81,3 +81,44 @@ def test_a_nodata_only_chip_is_rejected_with_its_reason(small_world, small_prese
                     max_cloud=small_preset.max_cloud, max_nodata=small_preset.max_nodata, remote=catalog.signer)
     assert got.array is None and got.reject is not None and got.reject.startswith("nodata")
     assert got.attempts and got.attempts[0]["nodata"] == 1.0
+
+
+def test_a_catalogue_missing_a_band_file_is_an_error_not_an_empty_modality(small_world, small_preset, small_dataset,
+                                                                           existing, tmp_path):
+    """Every B11 COG gone: each MS chip's read fails (unreadable), no class can be filled. The build fails
+    naming the modality, the counts and the reason; nothing at --out changes. (Once this gave a
+    "successful" dataset with 0 MS chips.)"""
+    world = tmp_path / "world"
+    shutil.copytree(small_world.parent, world)
+    removed = list(world.rglob("B11.tif"))
+    assert removed
+    for path in removed:
+        path.unlink()
+    preset = small_preset.with_overrides(catalog=str(world / small_world.name))
+    with pytest.raises(BuildError, match=r"^ms: fewer than the \d+ chips per class asked for \(.* 0 chips\); "
+                                         r"rejected candidates: read failed \(unreadable\) \d+"):
+        build_dataset(preset, existing, workers=1, scheduler="threads", progress=False, force=True)
+    ds = load_dataset(existing)
+    assert ds.fingerprint == json.loads((small_dataset / "dataset.json").read_text())["fingerprint"]
+    # Even when shortfalls are allowed, an empty class is not.
+    with pytest.raises(BuildError, match="would be empty, which no dataset may be"):
+        build_dataset(preset, existing, workers=1, scheduler="threads", progress=False, force=True,
+                      allow_shortfall=True)
+
+
+def test_a_short_class_is_an_error_unless_allowed_and_then_recorded(small_preset, tmp_path):
+    """Asking for more chips than the small world's classes hold: refused by default (nothing written);
+    with allow_shortfall the dataset is written and dataset.json records the counts."""
+    preset = small_preset.with_overrides(per_class=400)
+    out = tmp_path / "big"
+    with pytest.raises(BuildError, match=r"fewer than the 400 chips per class asked for .*--allow-shortfall"):
+        build_dataset(preset, out, workers=1, scheduler="threads", progress=False)
+    assert not out.exists()
+    build_dataset(preset, out, workers=1, scheduler="threads", progress=False, allow_shortfall=True)
+    ds = load_dataset(out)
+    shortfalls = ds.manifest["provenance"]["shortfalls"]
+    assert shortfalls
+    for modality, short in shortfalls.items():
+        got = ds.samples[ds.samples["modality"] == modality]["label"].value_counts()
+        for name, n in short.items():
+            assert got[preset.labels.classes.index(name)] == n and 0 < n < 400

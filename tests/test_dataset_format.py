@@ -242,6 +242,33 @@ def test_fingerprint_changes_when_the_data_changes(tmp_path: Path, change) -> No
     assert _write(tmp_path / "b", (manifest, samples, arrays))["fingerprint"] != reference
 
 
+@pytest.mark.parametrize("change, recipe_changes", [
+    (_change_array_byte, False), (_change_purity, False),  # what was read: content only
+    (_change_label, True), (_change_split, True), (_move_footprint, True), (_rename_class, True),  # what was chosen
+])
+def test_the_recipe_fingerprint_follows_the_choices_not_the_pixels(tmp_path: Path, change, recipe_changes) -> None:
+    """Pixels and pixel-derived values (a newer GDAL may change them) move the content fingerprint only;
+    labels, splits, chip windows and the taxonomy move both."""
+    reference = _write(tmp_path / "a")
+    manifest, samples, arrays = _inputs()
+    samples = samples.copy()
+    arrays = {m: a.copy() for m, a in arrays.items()}
+    change(manifest, samples, arrays)
+    changed = _write(tmp_path / "b", (manifest, samples, arrays))
+    assert changed["fingerprint"] != reference["fingerprint"]
+    assert (changed["recipe_fingerprint"] != reference["recipe_fingerprint"]) == recipe_changes
+    assert load_dataset(tmp_path / "b").recipe_fingerprint == changed["recipe_fingerprint"]
+
+
+def test_a_dataset_written_before_the_recipe_fingerprint_gets_it_on_reading(tmp_path: Path) -> None:
+    written = _write(tmp_path / "a")
+    manifest_path = tmp_path / "a" / "dataset.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["recipe_fingerprint"]
+    manifest_path.write_text(json.dumps(manifest, sort_keys=True, indent=2) + "\n")
+    assert load_dataset(tmp_path / "a", verify=False).recipe_fingerprint == written["recipe_fingerprint"]
+
+
 def test_fingerprint_ignores_sub_precision_noise(tmp_path: Path) -> None:
     reference = _fingerprint(_inputs())
     manifest, samples, arrays = _inputs()

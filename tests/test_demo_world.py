@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from ackd_bench.curation.demo.world import (
     DemoWorldError,
     build_demo_catalog,
     cached_demo_catalog,
+    generator_digest,
     demo_label_map,
     demo_regions,
     demo_truth_labels,
@@ -534,7 +536,7 @@ def test_build_refuses_bad_targets_and_skips_finished_ones(
 
 def test_cached_catalog_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ACKD_BENCH_CACHE", str(tmp_path))
-    folder = tmp_path / f"demo-world-v{DEMO_WORLD_VERSION}-seed3-scale0.5"
+    folder = tmp_path / f"demo-world-v{DEMO_WORLD_VERSION}-{generator_digest()}-seed3-scale0.5"
     folder.mkdir()
     (folder / "catalog.json").write_text("{}")  # a finished catalog: found, not rebuilt
     assert cached_demo_catalog(seed=3, scale=0.5, progress=False) == folder / "catalog.json"
@@ -543,3 +545,17 @@ def test_cached_catalog_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     (other / "catalog.json").write_text("{}")
     found = cached_demo_catalog(seed=3, scale=0.5, cache_dir=other.parent, progress=False)
     assert found == other / "catalog.json"
+
+
+def test_the_cache_key_follows_the_generator_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Editing any module of the generator gives a new cache folder: an old world is never reused."""
+    import ackd_bench.curation.demo.world as world
+
+    before = generator_digest()
+    source = tmp_path / "demo"
+    shutil.copytree(Path(world.__file__).parent, source, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(world, "__file__", str(source / "world.py"))
+    assert generator_digest() == before  # the same bytes elsewhere: the same key
+    noise = source / "noise.py"
+    noise.write_text(noise.read_text() + "\n# a change\n")
+    assert generator_digest() != before

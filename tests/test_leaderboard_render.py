@@ -150,3 +150,46 @@ def test_dataset_without_submissions_gets_an_empty_table(tmp_path: Path) -> None
     html = (root / "site" / "index.html").read_text(encoding="utf-8")
     assert "No submissions yet." in html
     assert json.loads((root / "datasets.json").read_text())[0]["name"] == EUROSAT["name"]
+
+
+def test_render_refuses_a_folder_that_is_not_a_board(tmp_path: Path) -> None:
+    from ackd_bench.leaderboard.submission import LeaderboardError
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "only-submissions" / "submissions").mkdir(parents=True)
+    for target in (tmp_path / "missing", tmp_path / "empty", tmp_path / "only-submissions"):
+        with pytest.raises(LeaderboardError, match="is not a leaderboard board") as err:
+            render_board(target)
+        assert str(target) in str(err.value) and "ackd-bench leaderboard init --board" in str(err.value)
+    assert not (tmp_path / "missing").exists() and not list((tmp_path / "empty").iterdir())
+    assert [p.name for p in (tmp_path / "only-submissions").iterdir()] == ["submissions"]
+
+
+CORRUPT = [  # (file under the board, its bytes, what the one-line error says)
+    ("datasets.json", b"[{", "datasets.json: not valid JSON at line 1"),
+    ("datasets.json", b'[{"name": "x"}]', "datasets.json is not an ackd-bench board datasets file"),
+    ("submissions/sub-dkd.json", b"\xff", "sub-dkd.json: not UTF-8"),
+    ("submissions/sub-dkd.json", b'{"id": "sub-dkd", "dataset": []}', "sub-dkd.json cannot be shown"),
+    ("submissions/sub-dkd.json", b"[1, 2]", "sub-dkd.json: a submission must be a JSON object"),
+    ("submissions/sub-dkd.json/", b"", "sub-dkd.json is not a submission"),  # a folder
+    ("submissions/README.md", b"# notes", "README.md is not a submission"),
+]
+
+
+@pytest.mark.parametrize(("name", "data", "message"), CORRUPT)
+def test_render_names_a_corrupt_board_file(name, data, message, board: Path) -> None:
+    from click.testing import CliRunner
+
+    from ackd_bench.benchmark.cli import main
+
+    target = board / name.rstrip("/")
+    if name.endswith("/"):
+        target.unlink()
+        target.mkdir()
+    else:
+        target.write_bytes(data)
+    before = _read(board)
+    res = CliRunner().invoke(main, ["leaderboard", "render", str(board)])
+    assert res.exit_code == 1 and message in res.output and str(target) in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert _read(board) == before  # the page is left as it was

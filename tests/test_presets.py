@@ -111,7 +111,15 @@ def test_unknown_keys_are_refused_with_the_key_and_the_allowed_ones(tmp_path):
 
 @pytest.mark.parametrize("path, value, message", [
     (("per_class",), -3, "per_class must be a positive"),
-    (("per_class",), "ten", "per_class must be a positive"),
+    (("per_class",), "ten", "per_class must be an integer, got 'ten'"),
+    # Strict types: YAML's "yes", true and quoted numbers are not what the field declares.
+    (("seed",), True, "seed must be an integer, got True"),
+    (("sign",), "yes", "sign must be true or false, got 'yes'"),
+    (("catalog",), 5, "catalog must be text, got 5"),
+    (("ms", "prefer"), 5, "ms: prefer must be text, got 5"),
+    (("ms", "max_item_cloud"), "abc", "ms: max_item_cloud must be a number or null, got 'abc'"),
+    (("ms", "dtype"), "complex64", "dtype 'complex64' is not an integer or float array dtype"),
+    (("ms", "sign"), "no", "ms: sign must be true or false or null, got 'no'"),
     (("purity",), 1.5, "purity must be in"),
     (("max_cloud",), -0.1, "max_cloud must be a fraction"),
     (("split",), [0.5, 0.5, 0.5], "split must be three"),
@@ -130,6 +138,7 @@ def test_unknown_keys_are_refused_with_the_key_and_the_allowed_ones(tmp_path):
     (("labels", "crosswalk"), {10: "forest"}, "crosswalk maps code 10 to unknown class 'forest'"),
 ])
 def test_bad_values_are_errors(tmp_path, path, value, message):
+    """Each bad value is refused by name before anything is built (the message is matched as a regex)."""
     data = _source("demo")
     target = data
     for key in path[:-1]:
@@ -152,7 +161,7 @@ def test_missing_keys_and_unreadable_files(tmp_path):
     with pytest.raises(PresetError, match="preset must be a mapping"):
         get_preset(str(tmp_path / "list.yaml"))
     (tmp_path / "broken.yaml").write_text("name: [unclosed\n")
-    with pytest.raises(PresetError, match="cannot read preset file"):
+    with pytest.raises(PresetError, match=r"broken\.yaml: not accepted as YAML: line 2: expected ',' or ']'"):
         get_preset(str(tmp_path / "broken.yaml"))
 
 
@@ -160,7 +169,7 @@ def test_yaml_cannot_execute_code(tmp_path):
     """Safe loading: a tag that would build a Python object is refused, nothing runs."""
     marker = tmp_path / "ran"
     (tmp_path / "evil.yaml").write_text(f"name: !!python/object/apply:os.system ['touch {marker}']\n")
-    with pytest.raises(PresetError, match="cannot read preset file"):
+    with pytest.raises(PresetError, match="evil.yaml: not accepted as YAML: line 1: could not determine a constructor"):
         get_preset(str(tmp_path / "evil.yaml"))
     assert not marker.exists()
 
@@ -174,3 +183,21 @@ def test_overrides_are_validated_and_consistency_normalised():
     assert preset.with_overrides(consistency="partial:0.50").consistency == "partial:0.5"
     assert preset.with_overrides(consistency="paired").paired_fraction == 1.0
     assert preset.with_overrides(per_class=None) == preset  # None means "keep"
+
+
+def test_yaml_anchors_aliases_and_deep_nesting_are_refused_before_expansion(tmp_path):
+    """A 'billion laughs' alias bomb is refused at its first anchor (it would expand to 10**9 strings);
+    nesting deeper than the boundary's limit is refused while composing, never by a RecursionError."""
+    levels = ['a0: &a0 "lol"'] + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(levels) + "\ndescription: *a9\n")
+    with pytest.raises(PresetError, match=r"bomb\.yaml: not accepted as YAML: line 1: YAML anchors and aliases"):
+        get_preset(str(bomb))
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("description: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(PresetError, match=r"deep\.yaml: not accepted as YAML: line 1: nested more than 32 levels"):
+        get_preset(str(deep))
+    deep_json = tmp_path / "deep.json"
+    deep_json.write_text('{"description": ' + "[" * 100000 + "]" * 100000 + "}")
+    with pytest.raises(PresetError, match=r"deep\.json: nested 100001 levels deep, more than the 32 accepted"):
+        get_preset(str(deep_json))

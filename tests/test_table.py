@@ -13,9 +13,11 @@ from ackd_bench.benchmark.results import (
     RESULT_SCHEMA_VERSION,
     ResultSchemaError,
     load_run_results,
+    predictions_sha256,
     validate_run_result,
     write_run_result,
 )
+from ackd_bench.benchmark.protocol import classification_metrics
 from ackd_bench.benchmark.stats import paired_mdd, two_sample_mdd
 from ackd_bench.benchmark.table import aggregate, bootstrap_ci, plot_table, render_table
 
@@ -24,12 +26,29 @@ FP_B = "b" * 64
 N_CLASSES = 4
 
 
+# The factory's 100 test chips: 25 per class, in class order.
+CHIPS = [f"c{j:03d}" for j in range(100)]
+TRUTH = np.repeat(np.arange(N_CLASSES), 100 // N_CLASSES)
+
+
 def metrics(oa: float) -> dict:
-    """A metrics block for 4 classes whose OA is ``oa``."""
-    return {"oa": oa, "macro_precision": oa, "macro_recall": oa, "macro_f1": oa,
-            "per_class_accuracy": [oa] * N_CLASSES,
-            "confusion": [[25 if i == j else 0 for j in range(N_CLASSES)] for i in range(N_CLASSES)],
-            "n": 100}
+    """A metrics block for 4 classes whose OA is ``oa`` (a whole percent): the first ``100·oa`` of
+    the 100 chips right, the others taken for the next class; every metric agrees with the confusion."""
+    return classification_metrics(TRUTH, predictions_for(oa), N_CLASSES)
+
+
+def predictions_for(oa: float) -> np.ndarray:
+    right = round(oa * 100)
+    assert right / 100 == oa, f"the factory makes whole-percent OAs only, not {oa}"
+    return np.where(np.arange(100) < right, TRUTH, (TRUTH + 1) % N_CLASSES)
+
+
+def pin(result: dict, predicted: np.ndarray) -> dict:
+    """Give ``result`` these test predictions of the factory's chips, and test metrics that agree with them."""
+    result["metrics"]["test"] = classification_metrics(TRUTH, predicted, N_CLASSES)
+    result["predictions"] = {"split": "test", "sample_ids": CHIPS, "predicted": predicted.tolist(),
+                             "sha256": predictions_sha256(CHIPS, predicted.tolist())}
+    return result
 
 
 def make_result(*, method: str = "kd", seed: int = 0, oa: float = 0.8, dataset: str = "demo",
@@ -255,12 +274,10 @@ def test_grid_reports_its_minimum_detectable_difference():
     assert all(r["mdd"]["paired"] is None for r in records)
 
     # On R→M, student and kd predict different classes on 10 of 100 chips in every seed: ψ ≤ 0.1.
-    chips = [f"c{j:03d}" for j in range(100)]
     for r in results:
         if r["student"]["arch"] == "mobilenetv2_100" and r["method"]["name"] in ("student", "kd"):
             flipped = 10 if r["method"]["name"] == "kd" else 0
-            r["predictions"] = {"split": "test", "sample_ids": chips,
-                                "predicted": [1] * flipped + [0] * (100 - flipped), "sha256": "0" * 64}
+            pin(r, np.where(np.arange(100) < flipped, (TRUTH + 1) % N_CLASSES, TRUTH))
     mdd = json.loads(render_table(aggregate(results), "json"))[0]["mdd"]
     assert (mdd["n_chips"], mdd["discordance"]) == (100, 0.1)
     assert mdd["paired"] == pytest.approx(100 * paired_mdd(0.1, 3 * 100), abs=1e-4)
@@ -268,6 +285,6 @@ def test_grid_reports_its_minimum_detectable_difference():
         render_table(aggregate(results), "md")
     # The paired bound speaks of OA only.
     assert aggregate(results, metric="macro_f1")[0]["mdd"]["paired"] is None
-    results[0]["predictions"] = {"sample_ids": chips, "predicted": [0]}
+    results[0]["predictions"] = {"sample_ids": CHIPS, "predicted": [0]}
     with pytest.raises(ResultSchemaError, match="one class per test chip"):
         aggregate(results)

@@ -12,6 +12,7 @@ embedded demo world", and the README's "The demo world".
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import shutil
@@ -168,11 +169,26 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "ackd-bench"
 
 
+def generator_digest() -> str:
+    """A digest of the world generator's source (every module of this package) and its version.
+
+    The cache is keyed by it, so a changed generator never reuses a world rendered by an older one
+    (a version number that someone forgot to raise once let a stale cache stand in for the world).
+    """
+    digest = hashlib.sha256(f"v{DEMO_WORLD_VERSION}".encode())
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes().replace(b"\r\n", b"\n") + b"\0")
+    return digest.hexdigest()[:12]
+
+
 def cached_demo_catalog(
     *, seed: int = 0, scale: float = 1.0, cache_dir: Path | None = None, progress: bool = True,
     pair_site: bool = False,
 ) -> Path:
     """The demo catalog for (seed, scale) from the cache, built there first if missing.
+
+    The cache folder is keyed by the generator's source (`generator_digest`) as well as by seed and
+    scale: a world is never reused across generator changes.
 
     Args:
         seed: world seed.
@@ -185,7 +201,8 @@ def cached_demo_catalog(
         path of the catalog's ``catalog.json``.
     """
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    folder = root / f"demo-world-v{DEMO_WORLD_VERSION}-seed{seed}-scale{scale:g}{'-pairs' if pair_site else ''}"
+    folder = root / (f"demo-world-v{DEMO_WORLD_VERSION}-{generator_digest()}-seed{seed}-scale{scale:g}"
+                     f"{'-pairs' if pair_site else ''}")
     return build_demo_catalog(folder, seed=seed, scale=scale, progress=progress, pair_site=pair_site)
 
 
