@@ -396,7 +396,7 @@ def table_cmd(paths, fmt, metric, out, plot, datasets) -> None:
       ackd-bench table results/ --format md --plot results/table.png
       ackd-bench table results/ --dataset data/demo
     """
-    from ackd_bench.benchmark.compare import true_test_labels
+    from ackd_bench.benchmark.compare import labels_and_identity, on_dataset
     from ackd_bench.benchmark.results import load_run_results, verify_run_metrics
     from ackd_bench.benchmark.table import aggregate, plot_table, render_table
 
@@ -404,8 +404,8 @@ def table_cmd(paths, fmt, metric, out, plot, datasets) -> None:
     if not results:
         raise click.ClickException(f"no RunResult JSON files in {', '.join(map(str, paths))}; run `ackd-bench run` first")
     for dataset in datasets:
-        fingerprint, labels = true_test_labels(dataset)
-        checked = [r for r in results if r["dataset"]["fingerprint"] == fingerprint]
+        fingerprint, recipe, labels = labels_and_identity(dataset)
+        checked = [r for r in results if on_dataset(r, fingerprint, recipe)]
         if not checked:
             raise click.ClickException(f"no run was made on {dataset} (fingerprint {fingerprint[:12]}); "
                                        f"give the dataset the runs were made on")
@@ -466,15 +466,15 @@ def compare_cmd(paths, baseline, dataset, test_name, fmt, out, n_boot, seed) -> 
     kd scores 2.4 points above student-only on the same seeds and chips; the CI excludes 0 and the
     Holm-adjusted p is below 0.05 (bold). MDD: the smallest ΔOA these runs could detect (power 0.8).
     """
-    from ackd_bench.benchmark.compare import compare, render_comparison, true_test_labels
+    from ackd_bench.benchmark.compare import compare, labels_and_identity, render_comparison
     from ackd_bench.benchmark.results import load_run_results
 
     results = load_run_results(list(paths))
     if not results:
         raise click.ClickException(f"no RunResult JSON files in {', '.join(map(str, paths))}; run `ackd-bench run` first")
-    fingerprint, labels = true_test_labels(dataset)
-    rows = compare(results, baseline, labels=labels, fingerprint=fingerprint, test=test_name, n_boot=n_boot,
-                   seed=seed)
+    fingerprint, recipe, labels = labels_and_identity(dataset)
+    rows = compare(results, baseline, labels=labels, fingerprint=fingerprint, recipe=recipe, test=test_name,
+                   n_boot=n_boot, seed=seed)
     text = render_comparison(rows, fmt)
     if out:
         from ackd_bench.benchmark.dataset import atomic_write_text

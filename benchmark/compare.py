@@ -44,16 +44,29 @@ def true_test_labels(dataset: Path) -> tuple[str, dict[str, int]]:
     Raises:
         DatasetNotFoundError, DatasetCorruptError: as :func:`~ackd_bench.benchmark.dataset.load_dataset`.
     """
+    fingerprint, _, labels = labels_and_identity(dataset)
+    return fingerprint, labels
+
+
+def labels_and_identity(dataset: Path) -> tuple[str, str, dict[str, int]]:
+    """``(content fingerprint, recipe fingerprint, {sample_id: class})`` of the dataset's RGB test chips."""
     from ackd_bench.benchmark.dataset import load_dataset
 
     ds = load_dataset(Path(dataset))
     rows = ds.samples[(ds.samples["modality"] == "rgb") & (ds.samples["split"] == "test")]
-    return ds.fingerprint, {str(s): int(c) for s, c in zip(rows["sample_id"], rows["label"])}
+    return ds.fingerprint, ds.recipe_fingerprint, {str(s): int(c) for s, c in zip(rows["sample_id"], rows["label"])}
+
+
+def on_dataset(result: dict, fingerprint: str, recipe: str | None) -> bool:
+    """Whether a run was made on the dataset: the same content, or the same recipe (another build whose
+    bytes drifted, e.g. under another GDAL: the same chips, splits and labels)."""
+    d = result["dataset"]
+    return d["fingerprint"] == fingerprint or (recipe is not None and d.get("recipe_fingerprint") == recipe)
 
 
 def compare(results: list[dict], baseline: str, *, labels: dict[str, int], fingerprint: str,
             test: str = "sign-flip", n_boot: int = 2000, n_perm: int = 9999, seed: int = 0,
-            alpha: float = ALPHA) -> list[Row]:
+            alpha: float = ALPHA, recipe: str | None = None) -> list[Row]:
     """Test-OA difference of every method from ``baseline``, run by run on the same seeds and chips.
 
     Runs pair by (dataset fingerprint, teacher arch, student arch, seed); within a pair of runs,
@@ -72,6 +85,8 @@ def compare(results: list[dict], baseline: str, *, labels: dict[str, int], finge
         baseline: the method label (as in ``ackd-bench table``) the others are compared with.
         labels: ``{sample_id: true class}`` of the test chips (:func:`true_test_labels`).
         fingerprint: the fingerprint of the dataset ``labels`` come from.
+        recipe: its recipe fingerprint; runs on a build of the same recipe whose content differs
+            are compared too (:func:`on_dataset`), under ``fingerprint``.
         test: ``"sign-flip"`` or ``"mcnemar"``.
         n_boot: bootstrap resamples of the CI.
         n_perm: random sign patterns of the sign-flip test (when it cannot enumerate them all).
@@ -99,7 +114,7 @@ def compare(results: list[dict], baseline: str, *, labels: dict[str, int], finge
     """
     if test not in TESTS:
         raise CompareError(f"unknown test {test!r}; choose one of: {', '.join(TESTS)}")
-    groups = _group_runs(results, fingerprint)
+    groups = _group_runs(results, fingerprint, recipe)
     methods = sorted({m for by_method in groups.values() for m in by_method}, key=str.lower)
     if baseline not in methods:
         raise CompareError(f"no runs of the baseline {baseline!r}; the results hold: {', '.join(methods)}")
@@ -135,7 +150,8 @@ def compare(results: list[dict], baseline: str, *, labels: dict[str, int], finge
     return rows
 
 
-def _group_runs(results: list[dict], fingerprint: str) -> dict[tuple, dict[str, dict[int, dict]]]:
+def _group_runs(results: list[dict], fingerprint: str,
+                recipe: str | None = None) -> dict[tuple, dict[str, dict[int, dict]]]:
     """``{(dataset, fingerprint, teacher, student): {method: {seed: run}}}``; refuses other datasets and repeats."""
     groups: dict[tuple, dict[str, dict[int, dict]]] = defaultdict(lambda: defaultdict(dict))
     others = set()
@@ -144,10 +160,10 @@ def _group_runs(results: list[dict], fingerprint: str) -> dict[tuple, dict[str, 
         validate_run_result(result, source=source)
         run_predictions(result, source)  # present and well formed
         d = result["dataset"]
-        if d["fingerprint"] != fingerprint:
+        if not on_dataset(result, fingerprint, recipe):
             others.add(d["fingerprint"][:12])
             continue
-        by_seed = groups[(d["name"], d["fingerprint"], result["teacher"]["arch"], result["student"]["arch"])][
+        by_seed = groups[(d["name"], fingerprint, result["teacher"]["arch"], result["student"]["arch"])][
             run_label(result)]
         if result["seed"] in by_seed:
             raise ResultSchemaError(f"two runs of {run_label(result)!r}, seed {result['seed']}: "

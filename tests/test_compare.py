@@ -280,3 +280,19 @@ def test_a_difference_of_these_runs_that_retraining_may_not_keep_is_marked():
     (steady,) = compare(better_grid(), "student-only", labels=LABELS, fingerprint=FP_A)
     assert steady["significant"] and steady["seed_stable"]
     assert "†" not in render_comparison([steady], "md")
+
+
+def test_runs_on_a_drifted_build_of_the_same_recipe_are_compared_with_the_rest():
+    """A run whose content fingerprint differs but whose recipe is the dataset's (the same chips and labels,
+    bytes changed by another GDAL) pairs with the others; without the recipe it is refused as before."""
+    recipe = "c" * 64
+    runs = better_grid()
+    for run in runs:
+        run["dataset"]["recipe_fingerprint"] = recipe
+    drifted = runs[-1]  # kd, seed 2, re-stamped as made on another build
+    drifted["dataset"]["fingerprint"] = FP_B
+    rows = compare(runs, "student-only", labels=LABELS, fingerprint=FP_A, recipe=recipe)
+    assert [(r["method"], r["n_seeds"], r["fingerprint"]) for r in rows] == [("kd", 3, FP_A)]
+    assert rows == compare(better_grid(), "student-only", labels=LABELS, fingerprint=FP_A)  # the same numbers
+    with pytest.raises(CompareError, match="fingerprint\\(s\\) bbbbbbbbbbbb"):
+        compare(runs, "student-only", labels=LABELS, fingerprint=FP_A, recipe="d" * 64)

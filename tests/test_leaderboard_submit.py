@@ -40,16 +40,20 @@ def tiny(tmp_path_factory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("tiny") / "ds", manifest=manifest, samples=samples, arrays=arrays)
 
 
-@pytest.fixture(scope="module")
-def runs_dir(tiny, tmp_path_factory) -> Path:
-    """Three seeds of a real (1-epoch, 16 px) `ackd-bench run`."""
+def _three_seeds(dataset: Path, method: str, tmp_path_factory) -> Path:
+    """Three seeds of a real (1-epoch, 16 px) `ackd-bench run` of ``method`` on ``dataset``; their folder."""
     out = tmp_path_factory.mktemp("results")
     profile = get_profile("smoke", epochs=1, student_px=16, teacher_px=16)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ACKD_BENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
-        run_experiment(tiny, method="kd", arch="resnet18", teacher_arch=None, seeds=[0, 1, 2], profile=profile,
+        run_experiment(dataset, method=method, arch="resnet18", teacher_arch=None, seeds=[0, 1, 2], profile=profile,
                        device="cpu", out=out, progress=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tiny, tmp_path_factory) -> Path:
+    return _three_seeds(tiny, "kd", tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -359,13 +363,7 @@ def drifted_runs(tmp_path_factory) -> Path:
     arrays = {m: a.copy() for m, a in arrays.items()}
     arrays["ms"][0, 0, 0, 0] ^= 1
     drifted = write_dataset(tmp_path_factory.mktemp("drift") / "ds", manifest=manifest, samples=samples, arrays=arrays)
-    out = tmp_path_factory.mktemp("drift-results")
-    profile = get_profile("smoke", epochs=1, student_px=16, teacher_px=16)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ACKD_BENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
-        run_experiment(drifted, method="dkd", arch="resnet18", teacher_arch=None, seeds=[0, 1, 2], profile=profile,
-                       device="cpu", out=out, progress=False)
-    return out
+    return _three_seeds(drifted, "dkd", tmp_path_factory)
 
 
 def test_a_board_accepts_runs_on_the_same_recipe_and_reports_the_content_drift(tiny, drifted_runs, tmp_path):
