@@ -107,9 +107,9 @@ def test_a_catalogue_missing_a_band_file_is_an_error_not_an_empty_modality(small
 
 
 def test_a_short_class_is_an_error_unless_allowed_and_then_recorded(small_preset, tmp_path):
-    """Asking for more chips than the small world's classes hold: refused by default (nothing written);
+    """Asking for more MS chips than the small world's classes hold: refused by default (nothing written);
     with allow_shortfall the dataset is written and dataset.json records the counts."""
-    preset = small_preset.with_overrides(per_class=400)
+    preset = small_preset.with_overrides(ms=dataclasses.replace(small_preset.ms, per_class=400))
     out = tmp_path / "big"
     with pytest.raises(BuildError, match=r"fewer than the 400 chips per class asked for .*--allow-shortfall"):
         build_dataset(preset, out, workers=1, scheduler="threads", progress=False)
