@@ -23,6 +23,8 @@ PER_CLASS = 4
 # build holds; then update it (and the README's quick-start output) deliberately, never to make a
 # failing machine pass: a different value on another CPU is the bug this file exists to catch.
 PINNED_FINGERPRINT = "19b8655f5533aed820a5900749f32a4707f7f552f4dc28aa81959c9a578e744f"
+# Its recipe fingerprint (chips, splits, labels, items; no pixel): what a board keys it on.
+PINNED_RECIPE = "e958785f5df2c646d72ab4c4d01c4fa6c4816821f781d9a2eec30fc2ae840110"
 
 SCRIPT = """
 import hashlib, json, sys
@@ -38,7 +40,8 @@ if __name__ == "__main__":
              for p in sorted((root / "world").rglob("*.tif"))}
     preset = demo_preset(scale).with_overrides(catalog=str(catalog), per_class=per_class)
     report = build_dataset(preset, root / "dataset", scheduler="sync", progress=False)
-    print(json.dumps({"files": files, "fingerprint": report.fingerprint}))
+    recipe = json.loads((root / "dataset" / "dataset.json").read_text())["recipe_fingerprint"]
+    print(json.dumps({"files": files, "fingerprint": report.fingerprint, "recipe": recipe}))
 """
 
 
@@ -91,6 +94,7 @@ def test_world_and_dataset_are_identical_without_avx512(builds):
 
 def test_fingerprint_is_pinned(builds):
     assert builds["default"]["fingerprint"] == PINNED_FINGERPRINT
+    assert builds["default"]["recipe"] == builds["no-avx512"]["recipe"] == PINNED_RECIPE
 
 
 def test_sensor_noise_is_integer_arithmetic():
