@@ -7,9 +7,10 @@ can print one actionable line.
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pystac
@@ -234,13 +235,36 @@ def _is_unbounded(interval: str) -> bool:
 
 
 def _parse_interval(interval: str) -> tuple[datetime, datetime]:
+    """``(start, end)`` of an interval, inclusive, as pystac-client sends it to a STAC API.
+
+    A bound given as a date (``2023``, ``2023-09`` or ``2023-09-30``) covers that whole period:
+    the start from its first second, the end to its last (``2023-09-30`` ends at 23:59:59Z), so a
+    static catalog and an API return the same items for the presets' date-only ranges.
+    """
     lo, _, hi = interval.partition("/")
     start = _parse_time(lo) if lo not in ("", "..") else datetime.min.replace(tzinfo=timezone.utc)
-    end = _parse_time(hi) if hi not in ("", "..") else datetime.max.replace(tzinfo=timezone.utc)
+    end = _parse_time(hi, end=True) if hi not in ("", "..") else datetime.max.replace(tzinfo=timezone.utc)
     return start, end
 
 
-def _parse_time(text: str) -> datetime:
+_DATE_ONLY = re.compile(r"^(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?$")
+
+
+def _parse_time(text: str, *, end: bool = False) -> datetime:
+    """A bound of a datetime interval; a date-only bound is its period's first (or, ``end``, last) second."""
+    date_only = _DATE_ONLY.match(text)
+    if date_only:
+        year, month, day = (int(g) if g else None for g in date_only.groups())
+        first = datetime(year, month or 1, day or 1, tzinfo=timezone.utc)
+        if not end:
+            return first
+        if day:
+            following = first + timedelta(days=1)
+        elif month:
+            following = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=timezone.utc)
+        else:
+            following = datetime(year + 1, 1, 1, tzinfo=timezone.utc)
+        return following - timedelta(seconds=1)
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 

@@ -113,6 +113,8 @@ SEARCHES = {  # each: a search the build makes or could make, and what it exerci
                                query={"s2:processing_baseline": {"gte": "04.00"}}),
     "labels-any-time": dict(collection="esa-worldcover", datetime_range="../.."),
     "naip-open-start": dict(collection="naip", datetime_range="../2021-07-31T23:59:59Z"),
+    # A date-only end covers its whole day (S2A_MSIL2A_20210714T103031 was acquired on it).
+    "s2-ends-on-a-scene-day": dict(collection="sentinel-2-l2a", datetime_range="2021-06-14/2021-07-14"),
 }
 
 
