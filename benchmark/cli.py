@@ -12,8 +12,6 @@ import click
 from ackd_bench.benchmark.errors import AckdBenchError
 
 MAX_SEED = 2**32 - 1  # benchmark.boundary.MAX_SEED (kept here: --help imports nothing heavy)
-
-
 DEBUG_ENV = "ACKD_BENCH_DEBUG"  # set to 1 to see the traceback behind a one-line error
 
 
@@ -156,9 +154,7 @@ def inspect_cmd(path: Path, no_verify: bool) -> None:
     Example:
       ackd-bench inspect data/demo
     """
-    from ackd_bench.benchmark.dataset import load_dataset, summarize
-
-    from ackd_bench.benchmark.dataset import verify_dataset
+    from ackd_bench.benchmark.dataset import load_dataset, summarize, verify_dataset
 
     unlisted = [] if no_verify else verify_dataset(path)["unlisted_files"]  # checks every file first
     click.echo(summarize(load_dataset(path, verify=False)))
@@ -168,7 +164,7 @@ def inspect_cmd(path: Path, no_verify: bool) -> None:
             raise click.ClickException(
                 f"{path} holds {len(unlisted)} file(s) that are not part of the dataset ({shown}); the listed "
                 f"files verify, but move the others out so that the folder is exactly the dataset")
-        click.echo("verified: all checksums and the fingerprint match")
+        click.echo("verified: all checksums and both fingerprints match")
 
 
 @main.command("import-paper")

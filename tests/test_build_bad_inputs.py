@@ -106,6 +106,7 @@ def test_a_catalogue_missing_a_band_file_is_an_error_not_an_empty_modality(small
                       allow_shortfall=True)
 
 
+@pytest.mark.slow  # two reads of every MS candidate of the small world (~30 s)
 def test_a_short_class_is_an_error_unless_allowed_and_then_recorded(small_preset, tmp_path):
     """Asking for more MS chips than the small world's classes hold: refused by default (nothing written);
     with allow_shortfall the dataset is written and dataset.json records the counts."""

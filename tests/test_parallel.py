@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import dask
+import distributed  # noqa: F401  registers its config defaults (see below)
 import pytest
 
 from ackd_bench.benchmark.dataset import load_dataset
@@ -20,6 +21,10 @@ from ackd_bench.curation.build import build_dataset
 from ackd_bench.curation.parallel import ReadPool, SchedulerError
 
 CONNECT_TIMEOUT = "2s"  # the unreachable-scheduler tests wait this long, not dask's default 30 s
+# distributed adds its config defaults when first imported. A `dask.config.set({"distributed...": ...})`
+# entered before that import and left after it restores the config as it was, without the "distributed"
+# section, and every later LocalCluster or Client of the session fails with KeyError (seed 215171027,
+# when an unreachable-scheduler test ran first). Importing distributed with this module prevents it.
 
 
 @pytest.fixture(scope="module")
