@@ -154,11 +154,13 @@ def inspect_cmd(path: Path, no_verify: bool) -> None:
     Example:
       ackd-bench inspect data/demo
     """
-    from ackd_bench.benchmark.dataset import load_dataset, summarize, verify_dataset
+    from ackd_bench.benchmark.dataset import Dataset, summarize
+    from ackd_bench.benchmark.dataset_read import read_dataset_parts
 
-    unlisted = [] if no_verify else verify_dataset(path)["unlisted_files"]  # checks every file first
-    click.echo(summarize(load_dataset(path, verify=False)))
+    manifest, samples, arrays, report = read_dataset_parts(path, verify=not no_verify)  # read and checked once
+    click.echo(summarize(Dataset(Path(path), manifest, samples, arrays["ms"], arrays["rgb"])))
     if not no_verify:
+        unlisted = report["unlisted_files"]
         if unlisted:
             shown = ", ".join(unlisted[:5]) + (f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else "")
             raise click.ClickException(
