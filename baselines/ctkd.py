@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ackd_bench.baselines.kd import kd_loss
-from ackd_bench.benchmark.method import Batch, DataInfo, Method, register_method
+from ackd_bench.benchmark.method import Batch, DataInfo, Method, register_method, schedule_epochs
 from ackd_bench.benchmark.models import Classifier
 
 
@@ -61,8 +61,13 @@ def ctkd_lambda(epoch: int, loops: int, *, start: float = 0.0, end: float = -1.0
 
 
 def ctkd_decay_loops(epochs: int, reference_loops: int = 10, reference_epochs: int = 240) -> int:
-    """The official curriculum reaches λ = −1 after 10 of 240 epochs; keep that fraction (at least 1)."""
-    return max(1, round(reference_loops * epochs / reference_epochs))
+    """The official curriculum reaches λ = −1 after 10 of 240 epochs; keep that fraction.
+
+    With the floor of :func:`benchmark.method.schedule_epochs`: linearly scaled, a 12-epoch
+    profile would get one loop, so λ = −1 (full gradient reversal) from the first epoch and no
+    curriculum at all; with the floor the 12-epoch curriculum spans 3 epochs.
+    """
+    return schedule_epochs(reference_loops, reference_epochs, epochs)
 
 
 class GlobalTemperature(nn.Module):

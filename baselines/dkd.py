@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ackd_bench.benchmark.method import Batch, DataInfo, Method, register_method
+from ackd_bench.benchmark.method import Batch, DataInfo, Method, register_method, schedule_epochs
 from ackd_bench.benchmark.models import Classifier
 from ackd_bench.benchmark.precision import float32_loss
 
@@ -65,10 +65,11 @@ def dkd_loss(logits_s: Tensor, logits_t: Tensor, target: Tensor, *, alpha: float
 def dkd_warmup_epochs(epochs: int, reference_warmup: int = 20, reference_epochs: int = 240) -> int:
     """DKD's 20-epoch warm-up belongs to a 240-epoch schedule (1/12 of training); keep that fraction.
 
-    ``round(20/240 · epochs)``, at least 1 so that a short profile still ramps instead of switching
-    the distillation term on at full strength at step 0.
+    ``round(20/240 · epochs)`` with the floor of :func:`benchmark.method.schedule_epochs`: on the
+    12-epoch ``fast`` profile the warm-up lasts 3 epochs, not 1 (a ramp over the first epoch alone
+    switches the distillation term on at full strength before the first validation).
     """
-    return max(1, round(reference_warmup * epochs / reference_epochs))
+    return schedule_epochs(reference_warmup, reference_epochs, epochs)
 
 
 @dataclass(frozen=True)

@@ -319,9 +319,9 @@ def _require_latent(student: ModalityData, teacher: ModalityData) -> None:
                            "latent_factors)")
 
 
-def _latent_blocks(student: ModalityData, teacher: ModalityData):
-    """Per student class: (student rows, candidate teacher rows, composition L2 (S, T), latent distance
-    d (S, T, see :func:`oracle_partners`), same known sub-type (S, T) bool), float64 on the host."""
+def _standardized_factors(student: ModalityData, teacher: ModalityData):
+    """Latent factors standardised per factor over the training chips of both modalities that carry
+    them (0 where unknown), and which rows carry them: (z_s, z_t, known_s, known_t)."""
     s, t = student.latent, teacher.latent
     pooled = np.concatenate([s["factors"], t["factors"]])
     rows_known = ~np.isnan(pooled).any(axis=1) & (pooled.shape[1] > 0)
@@ -329,7 +329,32 @@ def _latent_blocks(student: ModalityData, teacher: ModalityData):
     std = pooled[rows_known].std(axis=0) if rows_known.any() else np.ones(pooled.shape[1])
     std = np.where(std > 0, std, 1.0)
     z_s, z_t = (np.nan_to_num((f - mean) / std) for f in (s["factors"], t["factors"]))
-    known_s, known_t = rows_known[:len(z_s)], rows_known[len(z_s):]
+    return z_s, z_t, rows_known[:len(z_s)], rows_known[len(z_s):]
+
+
+def latent_vectors(student: ModalityData, teacher: ModalityData) -> tuple[np.ndarray, np.ndarray]:
+    """Every training chip's latent truth as one vector [c, z]: the ``latent_composition`` c and the
+    standardised ``latent_factors`` z of :func:`oracle_partners` (z = 0 where unknown), so that the
+    Euclidean distance between a student and a teacher vector is the oracle's latent distance d
+    whenever both carry factors. A space no method sees or optimises: the diagnostics' truth.
+
+    Returns:
+        (N_s, K + F) and (N_t, K + F) float64 arrays, training rows in order.
+
+    Raises:
+        PairingError: either modality lacks latent truth.
+    """
+    _require_latent(student, teacher)
+    z_s, z_t, _, _ = _standardized_factors(student, teacher)
+    return (np.concatenate([student.latent["composition"], z_s], axis=1),
+            np.concatenate([teacher.latent["composition"], z_t], axis=1))
+
+
+def _latent_blocks(student: ModalityData, teacher: ModalityData):
+    """Per student class: (student rows, candidate teacher rows, composition L2 (S, T), latent distance
+    d (S, T, see :func:`oracle_partners`), same known sub-type (S, T) bool), float64 on the host."""
+    s, t = student.latent, teacher.latent
+    z_s, z_t, known_s, known_t = _standardized_factors(student, teacher)
     codes = {name: i for i, name in enumerate(sorted(set(s["subtype"]) | set(t["subtype"])))}
     code_s = np.array([codes[x] if x else -1 for x in s["subtype"]], dtype=np.int64)
     code_t = np.array([codes[x] if x else -2 for x in t["subtype"]], dtype=np.int64)  # -1 != -2: unknown never agrees

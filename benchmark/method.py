@@ -97,6 +97,25 @@ def class_logits(logits: Tensor, multilabel: bool) -> Tensor:
     return F.logsigmoid(logits) if multilabel else logits
 
 
+#: The fewest epochs a scaled warm-up or curriculum keeps (:func:`schedule_epochs`).
+MIN_SCHEDULE_EPOCHS = 3
+
+
+def schedule_epochs(reference: int, reference_epochs: int, epochs: int) -> int:
+    """Length of a schedule phase written for ``reference_epochs``, scaled to a run of ``epochs``.
+
+    ``round(reference · epochs / reference_epochs)``, but never shorter than
+    ``min(MIN_SCHEDULE_EPOCHS, epochs // 4)`` (and never below 1): scaled linearly, DKD's 20 of
+    240 warm-up epochs or CTKD's 10 of 240 curriculum epochs shrink to a single epoch on a
+    12-epoch profile, where the phase is over before the first validation. The floor keeps a
+    short run's phase at 3 epochs, or at a quarter of a run shorter than 12 epochs; runs of 36 or
+    more epochs are scaled exactly. Used by DKD's warm-up and CTKD's temperature curriculum.
+    """
+    if reference_epochs < 1 or epochs < 1 or reference < 0:
+        raise ValueError(f"need reference >= 0 and positive epochs, got {reference}, {reference_epochs}, {epochs}")
+    return max(1, round(reference * epochs / reference_epochs), min(MIN_SCHEDULE_EPOCHS, epochs // 4))
+
+
 #: ``torch.compile`` modes of the student's training forward (:meth:`Method.compile_student`).
 COMPILE_MODES = ("off", "default", "reduce-overhead")
 
@@ -229,7 +248,9 @@ class Method(nn.Module):
         here. ``ctx`` holds ``seed``, ``epochs``, ``student_px``, ``teacher_px``, ``progress``,
         ``precision`` and ``channels_last`` (how the run computes: networks the method trains or
         runs should do the same) and whatever the runner knows about the dataset
-        (``fingerprint``, ``teacher_bands``).
+        (``fingerprint``, ``teacher_bands``, ``true_partners``: the co-located teacher row of every
+        student training chip on paired and partial builds, -1 where none, None on asymmetric ones;
+        for diagnostics only: a method must not choose partners from them).
         Buffers created here are part of the checkpoint, so they must be registered before it loads.
         """
 

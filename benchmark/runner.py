@@ -129,13 +129,14 @@ def run_experiment(dataset: Path, *, method: str, arch: str, teacher_arch: str |
                         class_names=tuple(ds.classes), epochs=profile.epochs, teacher_multilabel=ms.sets is not None)
         student = create_classifier(arch, rgb.channels, len(ds.classes), seed=seed).to(dev)
         m = create_method(method, student=student, teacher=teacher, info=info, **(method_options or {})).to(dev)
-        pairs = true_partners(ds, rgb, ms) if pairing == "permuted" else None
+        true = true_partners(ds, rgb, ms)  # co-located partners of paired and partial builds, else None
+        pairs = true if pairing == "permuted" else None
         fixed = oracle_partners(rgb, ms) if pairing == "oracle" else pairs
         fitted = fit(m, rgb, ms, profile, seed=seed, student_px=profile.student_px, teacher_px=profile.teacher_px,
                      epochs=profile.epochs, checkpoint=ckpt, resume=resume, progress=progress,
                      desc=f"{method} seed {seed}", fixed_partners=fixed, compile_mode=compile_mode, pairing=pairing,
                      protocol={**protocol, "teacher_sha256": tmeta["checkpoint_sha256"]},
-                     context={"fingerprint": ds.fingerprint,
+                     context={"fingerprint": ds.fingerprint, "true_partners": true,
                               "teacher_bands": list(ds.manifest["modalities"]["ms"].get("bands", []))})
         own_policy = getattr(m, "pairing_policy", None)
         policy = ("none" if not m.uses_teacher else own_policy if own_policy

@@ -205,8 +205,12 @@ def select_consistent(preset: Preset, plan: ConsistencyPlan, candidates: dict[st
     chosen_ms, chosen_rgb = read_pairs(pairs, ms, rgb, read, wanted) if wanted else (ms.iloc[:0], rgb.iloc[:0])
     rest = {m: preset.modality_per_class(m) - wanted for m in MODALITIES}
     if rest["ms"] > 0:
-        own_ms = ms[ms["aoi"].isin(plan.unpaired["ms"])]
-        chosen_ms = pd.concat([chosen_ms, read("ms", _reranked(own_ms), rest["ms"])])
+        # The MS side's extra budget (its per_class above the pairs): its own AOIs, or in a paired
+        # build, which has none, the shared AOIs' MS chips that are not part of a pair.
+        own_ms = ms[ms["aoi"].isin(plan.unpaired["ms"] or plan.shared["ms"])
+                    & ~ms["candidate_id"].isin(chosen_ms["candidate_id"] if len(chosen_ms) else [])]
+        if len(own_ms):
+            chosen_ms = pd.concat([chosen_ms, read("ms", _reranked(own_ms), rest["ms"])])
     if rest["rgb"] > 0:
         # Unpaired RGB chips keep clear of every chosen MS chip (and of the partners already read).
         pool = rgb[rgb["aoi"].isin(plan.unpaired["rgb"]) & ~rgb["candidate_id"].isin(pairs["rgb_id"])]
@@ -214,6 +218,7 @@ def select_consistent(preset: Preset, plan: ConsistencyPlan, candidates: dict[st
             taken = shapely.STRtree(lonlat_boxes(chosen_ms).values)
             near = taken.query(lonlat_boxes(pool).values, predicate="intersects")[0]
             pool = pool.drop(pool.index[np.unique(near)])
-        chosen_rgb = pd.concat([chosen_rgb, read("rgb", _reranked(pool), rest["rgb"]).assign(pair_id="")])
+        if len(pool):
+            chosen_rgb = pd.concat([chosen_rgb, read("rgb", _reranked(pool), rest["rgb"]).assign(pair_id="")])
     return {"ms": chosen_ms.drop(columns=["prefer", "pair_rank", "pair_id"], errors="ignore"),
             "rgb": chosen_rgb.drop(columns=["prefer", "pair_rank"], errors="ignore")}

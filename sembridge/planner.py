@@ -11,33 +11,50 @@ from torch import Tensor, nn
 from ackd_bench.benchmark.precision import float32_loss
 
 
-@float32_loss
-def coral_loss(a: Tensor, b: Tensor) -> Tensor:
-    """Deep CORAL (Sun & Saenko 2016, eq. 1): ‖Cov(a) − Cov(b)‖²_F / (4 d²).
+#: CORAL forms: ``deep`` (Sun & Saenko) and ``authors`` (the SemBridge code's scatter version).
+CORAL_FORMS = ("deep", "authors")
 
-    Cov is the unbiased sample covariance, Xcᵀ Xc / (N − 1) with Xc the column-centred rows, so the
-    loss estimates a quantity of the two distributions that does not depend on the batch size
-    (the authors' code used the un-normalised scatter / (4 d³), which grows with (N − 1)²:
-    official-code-notes §4, §8 item 7). Computed in float32 at least, even under autocast (@float32_loss).
+
+@float32_loss
+def coral_loss(a: Tensor, b: Tensor, *, form: str = "deep") -> Tensor:
+    """CORAL distance between the second-order statistics of two sets of samples.
+
+    ``deep`` (default): Deep CORAL (Sun & Saenko 2016, eq. 1), ‖Cov(a) − Cov(b)‖²_F / (4 d²), with
+    Cov the unbiased sample covariance Xcᵀ Xc / (N − 1) of the column-centred rows: it estimates a
+    quantity of the two distributions that does not depend on the batch size.
+
+    ``authors``: the SemBridge code's version (``utils/loss_kd.py``; official-code-notes §4),
+    mean((S_a − S_b)²) / (4 d) = ‖S_a − S_b‖²_F / (4 d³) with S = Xcᵀ Xc the un-normalised scatter,
+    i.e. Deep CORAL × (N − 1)² / d: it grows with the square of the batch size (30–250× Deep
+    CORAL at batch 256 and d = 256…2048). Both inputs must have the same number of rows N, as in
+    the authors' code, where they are the batch's teacher and student samples.
+
+    Computed in float32 at least, even under autocast (@float32_loss).
 
     Args:
         a: (N, d) samples, N ≥ 2.
-        b: (M, d) samples, M ≥ 2; M may differ from N.
+        b: (M, d) samples, M ≥ 2; M may differ from N for ``deep``, must equal N for ``authors``.
+        form: ``deep`` or ``authors``.
 
     Returns:
         0-d tensor.
     """
+    if form not in CORAL_FORMS:
+        raise ValueError(f"form must be one of {CORAL_FORMS}, got {form!r}")
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"coral_loss needs (N, d) and (M, d) inputs, got {tuple(a.shape)} and {tuple(b.shape)}")
     if a.shape[0] < 2 or b.shape[0] < 2:
         raise ValueError(f"coral_loss needs at least 2 rows per input, got {a.shape[0]} and {b.shape[0]}")
+    if form == "authors" and a.shape[0] != b.shape[0]:
+        raise ValueError(f"the authors' CORAL compares scatters of equal row counts, got {a.shape[0]} and {b.shape[0]}")
     d = a.shape[1]
 
     def cov(x: Tensor) -> Tensor:
         xc = x - x.mean(0, keepdim=True)
         return xc.T @ xc / (x.shape[0] - 1)
 
-    return (cov(a) - cov(b)).square().sum() / (4 * d * d)
+    deep = (cov(a) - cov(b)).square().sum() / (4 * d * d)
+    return deep if form == "deep" else deep * ((a.shape[0] - 1) ** 2 / d)
 
 
 def attention_plan(q: Tensor, k: Tensor) -> Tensor:
@@ -171,16 +188,29 @@ class SemanticPlanner(nn.Module):
         }
 
     @staticmethod
-    def ot_losses(out: dict[str, Tensor]) -> dict[str, Tensor]:
-        """L_ot1: CORAL of the refined tokens (rows: batch × tokens); L_ot2: CORAL of the pooled embeddings.
+    def ot_losses(out: dict[str, Tensor], *, form: str = "deep") -> dict[str, Tensor]:
+        """L_ot1: CORAL of the refined tokens; ``ot2_planner``: CORAL of the plan-pooled tokens.
 
-        Covariances are dim × dim (not (n·C)² as in the authors' code), and the two sides may have
-        different token counts. L_ot2 needs a batch of at least 2.
+        ``deep``: L_ot1 over rows batch × tokens, dim × dim covariances (the two sides may have
+        different token counts). ``authors``: as the authors' code, each sample's tokens flattened
+        into one (n·dim)-vector, rows = the batch, scatter CORAL (:func:`coral_loss`); this needs
+        equal token counts, which the authors' code assumes (it fails otherwise). With unequal
+        counts the token-row Deep CORAL is scaled by the factor (B − 1)² / (n_s·dim) that the
+        authors' form would carry at this batch size and the student's token grid.
+
+        ``ot2_planner`` is this package's earlier L_ot2 (``--ot2-space planner``): the
+        plan-weighted pooled projected tokens. The authors' L_ot2 is on the backbones' pooled
+        embeddings and is computed by the method (``--ot2-space backbone``). Needs a batch of 2.
         """
-        return {
-            "ot1": coral_loss(out["student_refined"].flatten(0, 1), out["teacher_refined"].flatten(0, 1)),
-            "ot2": coral_loss(out["student_pooled"], out["teacher_pooled"]),
-        }
+        s_ref, t_ref = out["student_refined"], out["teacher_refined"]
+        if form == "deep":
+            ot1 = coral_loss(s_ref.flatten(0, 1), t_ref.flatten(0, 1))
+        elif s_ref.shape[1] == t_ref.shape[1]:
+            ot1 = coral_loss(s_ref.flatten(1), t_ref.flatten(1), form="authors")
+        else:
+            ot1 = coral_loss(s_ref.flatten(0, 1), t_ref.flatten(0, 1)) * (
+                (s_ref.shape[0] - 1) ** 2 / (s_ref.shape[1] * s_ref.shape[2]))
+        return {"ot1": ot1, "ot2_planner": coral_loss(out["student_pooled"], out["teacher_pooled"], form=form)}
 
 
 class SinkhornPlanner(SemanticPlanner):

@@ -258,9 +258,21 @@ def test_dkd_nckd_ignores_the_target_logit(rng):
     assert n1.item() == pytest.approx(n2.item(), rel=1e-9)
 
 
-@pytest.mark.parametrize(("epochs", "expected"), [(240, 20), (200, 17), (24, 2), (5, 1), (1, 1)])
+# 20/240 of the epochs, floored at min(3, epochs // 4) and 1: fast (12) gets 3, not round(1.0) = 1.
+@pytest.mark.parametrize(("epochs", "expected"), [(240, 20), (200, 17), (48, 4), (36, 3), (24, 3), (12, 3),
+                                                  (8, 2), (5, 1), (3, 1), (1, 1)])
 def test_dkd_warmup_scales_with_the_profile(epochs, expected):
     assert dkd_warmup_epochs(epochs) == expected
+
+
+def test_short_profile_schedules_keep_a_phase():
+    """On `fast` (12 epochs) DKD still ramps over epochs 0–2 and CTKD's λ has not reached −1 at epoch 0."""
+    assert dkd_warmup_epochs(12) == 3
+    loops = ctkd_decay_loops(12)
+    assert loops == 3
+    # the official loop's first epoch is i = 1: λ = −1 + (1 + cos(π/3)) / 2 = −0.25
+    assert ctkd_lambda(1, loops) == pytest.approx(-0.25)
+    assert ctkd_lambda(3, loops) == pytest.approx(-1.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,7 +321,7 @@ def test_ctkd_lambda_cosine_curriculum():
     assert ctkd_lambda(10, 10) == pytest.approx(-1.0)
     assert ctkd_lambda(50, 10) == pytest.approx(-1.0)
     assert ctkd_lambda(1, 10) == pytest.approx(-(1 - math.cos(math.pi / 10)) / 2)
-    assert [ctkd_decay_loops(e) for e in (240, 200, 12, 3)] == [10, 8, 1, 1]
+    assert [ctkd_decay_loops(e) for e in (240, 200, 72, 12, 3)] == [10, 8, 3, 3, 1]
 
 
 def test_ctkd_initial_temperature():

@@ -122,6 +122,31 @@ def test_asymmetric_build_on_the_pair_world_is_the_default_build(built, small_da
     assert ds.fingerprint == json.loads((small_dataset / "dataset.json").read_text())["fingerprint"]
 
 
+def test_paired_build_with_a_larger_ms_budget(pair_world, tmp_path):
+    """MS's own per_class above RGB's (as the demo preset's 900 vs 720): a paired build has no MS AOI of
+    its own, so the extra MS chips come from the pair site's unpaired candidates (this failed with
+    KeyError 'label' before)."""
+    base = demo_preset(SMALL_SCALE).with_overrides(catalog=str(pair_world), per_class=2, consistency="paired")
+    preset = dataclasses.replace(base, ms=dataclasses.replace(base.ms, per_class=3))
+    out = tmp_path / "paired-more-ms"
+    build_dataset(preset, out, scheduler="threads", progress=False)
+    samples = load_dataset(out).samples
+    ms, rgb = samples[samples["modality"] == "ms"], samples[samples["modality"] == "rgb"]
+    assert ms["label"].value_counts().to_dict() == {k: 3 for k in range(8)}
+    assert rgb["label"].value_counts().to_dict() == {k: 2 for k in range(8)}
+    assert set(rgb["pair_id"]) <= set(ms["sample_id"]) and rgb["pair_id"].is_unique
+    assert _within(demo_pair_site(SMALL_SCALE), ms)
+
+
+def test_demo_consistency_preset_builds_are_alike_but_for_pairing():
+    """The experiment's preset: one split for both modalities and one budget, so the three builds only
+    differ in their co-located share."""
+    preset = get_preset("demo-consistency")
+    assert preset.modality_split("ms") == preset.modality_split("rgb") == (0.6, 0.1, 0.3)
+    assert preset.modality_per_class("ms") == preset.modality_per_class("rgb") == 100
+    assert preset.consistency == "asymmetric" and preset.paired_aois
+
+
 def test_plan_consistency_aois():
     default = get_preset("eu-s2__us-naip")
     eu, us = default.ms.aois, default.rgb.aois

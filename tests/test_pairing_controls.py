@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from torch import Tensor
 
 from ackd_bench.benchmark.cli import main
-from ackd_bench.benchmark.data import (ModalityData, PairingError, draw_flips, load_modality, oracle_partners,
+from ackd_bench.benchmark.data import (ModalityData, PairingError, draw_flips, latent_vectors, load_modality,
+                                       oracle_partners,
                                        pair_same_class, partner_quality)
 from ackd_bench.benchmark.dataset import load_dataset, write_dataset
 from ackd_bench.benchmark.dataset_synthetic import make_synthetic_dataset_inputs
@@ -107,6 +108,22 @@ def test_oracle_partners_are_the_nearest_in_latent_truth_on_a_synthetic_dataset(
     oracle = oracle_partners(rgb, ms)
     assert oracle.tolist() == _reference_oracle(rgb, ms)
     assert torch.equal(ms.y["train"][oracle], rgb.y["train"])
+
+
+def test_latent_vectors_give_the_oracles_latent_distance():
+    """‖v_s − v_t‖ is the oracle's d(s, t) = sqrt(‖c_s − c_t‖² + ‖z_s − z_t‖²), z standardised over both
+    modalities' chips; worked out here for two factors with hand-computed means and deviations."""
+    factors_s, factors_t = [[1.0, 10.0], [3.0, 10.0]], [[5.0, 20.0], [7.0, 20.0]]
+    student = _latent_data("rgb", [0, 0], [[1, 0], [0.5, 0.5]], ["a", "b"], factors_s)
+    teacher = _latent_data("ms", [0, 0], [[0, 1], [1, 0]], ["a", "b"], factors_t)
+    v_s, v_t = latent_vectors(student, teacher)
+    # factor 1: values 1, 3, 5, 7 → mean 4, std √5; factor 2: 10, 10, 20, 20 → mean 15, std 5
+    z = lambda f: [(f[0] - 4) / math.sqrt(5), (f[1] - 15) / 5]  # noqa: E731
+    np.testing.assert_allclose(v_s, [[1, 0, *z(factors_s[0])], [0.5, 0.5, *z(factors_s[1])]], rtol=0, atol=EXACT)
+    np.testing.assert_allclose(v_t, [[0, 1, *z(factors_t[0])], [1, 0, *z(factors_t[1])]], rtol=0, atol=EXACT)
+    # the oracle's distance from student 0 to teacher 1: composition 0, factors (1 → 7, 10 → 20)
+    d = math.sqrt((6 / math.sqrt(5)) ** 2 + (10 / 5) ** 2)
+    assert np.linalg.norm(v_s[0] - v_t[1]) == pytest.approx(d, abs=EXACT)
 
 
 def test_oracle_needs_latent_truth_on_both_sides():

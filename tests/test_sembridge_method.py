@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from ackd_bench.benchmark.cli import main
-from ackd_bench.benchmark.data import load_modality
+from ackd_bench.benchmark.data import latent_vectors, load_modality, true_partners
 from ackd_bench.benchmark.dataset import load_dataset, write_dataset
 from ackd_bench.benchmark.dataset_synthetic import make_synthetic_dataset_inputs
 from ackd_bench.benchmark.method import (Batch, DataInfo, MethodError, create_method, get_method_class,
@@ -24,9 +24,9 @@ from ackd_bench.benchmark.runner import method_label
 from ackd_bench.benchmark.train import fit
 from ackd_bench.sembridge.matcher import MatcherConfig, get_matcher, matcher_embeddings
 from ackd_bench.sembridge.matching import initial_match
-from ackd_bench.sembridge.method import (OFFICIAL_WEIGHTS, TASK_TERMS, all_logits, pairing_costs,
+from ackd_bench.sembridge.method import (OFFICIAL_WEIGHTS, TASK_TERMS, all_logits, matcher_hits, pairing_costs,
                                          rgb_band_index)
-from ackd_bench.sembridge.planner import SemanticPlanner
+from ackd_bench.sembridge.planner import SemanticPlanner, coral_loss
 from tests.test_sembridge_matching import kl_cost_bound
 
 N_CLASSES = 4
@@ -99,35 +99,111 @@ def test_paper_weighting_is_base_terms_plus_alignment(base):
     for key, value in base_terms.items():
         factor = 1.0 if key in TASK_TERMS else lam
         torch.testing.assert_close(terms[key], factor * value, rtol=1e-5, atol=1e-6)
-    out = sb.planner(sb.teacher(batch.teacher_x).feature_map, sb.student(batch.student_x).feature_map)
-    ot = SemanticPlanner.ot_losses(out)
+    t_out, s_out = sb.teacher(batch.teacher_x), sb.student(batch.student_x)
+    ot = SemanticPlanner.ot_losses(sb.planner(t_out.feature_map, s_out.feature_map))
     torch.testing.assert_close(terms["ot1"], (1 - lam) * ot["ot1"], rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(terms["ot2"], (1 - lam) * ot["ot2"], rtol=1e-5, atol=1e-7)
+    # L_ot2 on the backbones' pooled embeddings; 256 ≠ 96 channels here, so through P_t and P_s
+    e_t, e_s = sb.planner.proj_t(t_out.features), sb.planner.proj_s(s_out.features)
+    torch.testing.assert_close(terms["ot2"], (1 - lam) * coral_loss(e_s, e_t), rtol=1e-5, atol=1e-7)
     assert set(terms) == set(base_terms) | {"ot1", "ot2"}
 
 
-def test_official_weighting_matches_the_authors_formula():
-    """The weights, against the KD formula written out here: in float64, where the two ways of computing
-    the KL agree to ~1e-14 relative (u = 1.1e-16 times a KL-over-log-probability condition ≤ 1e2), so
-    1e-12 is a bound, not whatever one CPU's float32 kernels printed."""
-    sb = _build("sembridge", weighting="official")
+def _np_scatter_coral(a: np.ndarray, b: np.ndarray) -> float:
+    """The authors' ``utils/loss_kd.py`` CORAL written out: mean((S_a − S_b)²) / (4d), S the centred scatter."""
+    def scatter(x):
+        xc = x - x.mean(0, keepdims=True)
+        return xc.T @ xc
+    d = a.shape[1]
+    return float(np.mean((scatter(a) - scatter(b)) ** 2) / (4 * d))
+
+
+def _np_kl(z_t: np.ndarray, z_s: np.ndarray, t: float) -> float:
+    """KL(softmax(z_t/t) ‖ softmax(z_s/t)) summed over classes, batch mean, no T²."""
+    def log_softmax(z):
+        z = z / t
+        z = z - z.max(1, keepdims=True)
+        return z - np.log(np.exp(z).sum(1, keepdims=True))
+    lt, ls = log_softmax(z_t), log_softmax(z_s)
+    return float((np.exp(lt) * (lt - ls)).sum(1).mean())
+
+
+def _official_setup(name: str, *, student_arch: str = "test_resnet", teacher_arch: str = "test_byobnet", **options):
+    sb = _build(name, student_arch, teacher_arch, weighting="official", **options)
     sb.double().train()
     sb.teacher.double()  # held outside the method's module tree
     batch = _batch()
     batch.student_x, batch.teacher_x = batch.student_x.double(), batch.teacher_x.double()
     terms = sb.losses(batch)
     assert all(v.dtype == torch.float64 for v in terms.values())
-    logits = sb.student(batch.student_x).logits
-    z_t = sb.teacher(batch.teacher_x).logits
-    kd_cfg = method_config("kd")
-    p_t = F.softmax(z_t / kd_cfg.temperature, 1)
-    kl = (p_t * (F.log_softmax(z_t / kd_cfg.temperature, 1) - F.log_softmax(logits / kd_cfg.temperature, 1))).sum(1)
-    torch.testing.assert_close(terms["ce"], 0.3 * F.cross_entropy(logits, batch.labels), rtol=1e-12, atol=0)
-    torch.testing.assert_close(terms["kd"], 0.4 * kd_cfg.kd_weight * kd_cfg.temperature**2 * kl.mean(),
-                               rtol=1e-12, atol=0)
+    t_out, s_out = sb.teacher(batch.teacher_x), sb.student(batch.student_x)
+    return sb, batch, terms, t_out, s_out
+
+
+def test_official_weighting_matches_the_authors_formula():
+    """0.3·CE + 0.4·KL(T = 3, no T²) + 0.003·(their scatter CORAL of L_ot1 and L_ot2), each term against
+    numpy restatements of the authors' code (float64: the two computations agree to ~1e-13 relative,
+    a scatter of 6 rows and a KL of 4 classes have condition numbers far below 1e2, so 1e-10 is a bound)."""
+    sb, batch, terms, t_out, s_out = _official_setup("sembridge", student_arch="resnet18", teacher_arch="resnet18")
+    logits, z_t = s_out.logits.detach().numpy(), t_out.logits.detach().numpy()
+    torch.testing.assert_close(terms["ce"], 0.3 * F.cross_entropy(s_out.logits, batch.labels), rtol=1e-12, atol=0)
+    assert terms["kd"].item() == pytest.approx(0.4 * _np_kl(z_t, logits, 3.0), rel=1e-10)
     assert OFFICIAL_WEIGHTS["ot"] == pytest.approx(0.003)
-    out = sb.planner(sb.teacher(batch.teacher_x).feature_map, sb.student(batch.student_x).feature_map)
-    torch.testing.assert_close(terms["ot2"], 0.003 * SemanticPlanner.ot_losses(out)["ot2"], rtol=1e-12, atol=0)
+    # L_ot2: the backbones' pooled 512-d embeddings, equal widths, so no projection (as their code)
+    expected_ot2 = _np_scatter_coral(s_out.features.detach().numpy(), t_out.features.detach().numpy())
+    assert terms["ot2"].item() == pytest.approx(0.003 * expected_ot2, rel=1e-10)
+    # L_ot1: each sample's refined tokens flattened, rows = the batch (1×1 maps at 32 px: one token each)
+    out = sb.planner(t_out.feature_map, s_out.feature_map)
+    expected_ot1 = _np_scatter_coral(out["student_refined"].flatten(1).detach().numpy(),
+                                     out["teacher_refined"].flatten(1).detach().numpy())
+    assert terms["ot1"].item() == pytest.approx(0.003 * expected_ot1, rel=1e-10)
+    assert set(terms) == {"ce", "kd", "ot1", "ot2"}
+
+
+@pytest.mark.parametrize("base", ["lskd", "ctkd", "dkd", "rkd", "logits"])
+def test_official_weighting_uses_the_authors_kd_term_of_each_base(base):
+    """The distiller's unweighted ``kd`` as their ``Distillers/*.py`` compute it, times lam_kd = 0.4."""
+    sb, batch, terms, t_out, s_out = _official_setup(f"sembridge+{base}")
+    zs, zt = s_out.logits.detach().numpy(), t_out.logits.detach().numpy()
+    distill = {k: v.item() for k, v in terms.items() if k not in ("ce", "ot1", "ot2")}
+    if base == "lskd":
+        def z(x):
+            return (x - x.mean(1, keepdims=True)) / (x.std(1, ddof=1, keepdims=True) + 1e-7)
+        assert distill["kd"] == pytest.approx(0.4 * 9 * _np_kl(z(zt), z(zs), 3.0), rel=1e-9)
+    elif base == "ctkd":
+        tau = sb.base.temperature(sb.base.reversal_factor(batch.epoch)).item()
+        assert distill["kd"] == pytest.approx(0.4 * _np_kl(zt, zs, tau), rel=1e-9)  # no τ²
+    elif base == "logits":
+        assert distill["logits"] == pytest.approx(0.4 * 0.01 * np.mean((zs - zt) ** 2), rel=1e-10)
+    else:  # dkd, rkd: their weights inside the term (DKD's own; RKD's 25 and 50 times 0.1)
+        ref = create_method(base, student=sb.student, teacher=sb.teacher, info=INFO).double()
+        ref_terms = {k: v.item() for k, v in ref.losses(_fresh(batch)).items() if k not in TASK_TERMS}
+        factor = 0.4 * (0.1 if base == "rkd" else 1.0)
+        assert distill.keys() == ref_terms.keys()
+        for k, v in ref_terms.items():
+            assert distill[k] == pytest.approx(factor * v, rel=1e-9)
+    torch.testing.assert_close(terms["ce"], 0.3 * F.cross_entropy(s_out.logits, batch.labels), rtol=1e-12, atol=0)
+
+
+def test_official_weighting_refuses_bases_the_authors_code_lacks():
+    for base in ("distilvpr", "c2kd", "student-only"):
+        with pytest.raises(MethodError, match="no '.*' distiller"):
+            _build(f"sembridge+{base}", weighting="official")
+
+
+def test_ot2_spaces():
+    """``backbone`` (default) compares the pooled backbone embeddings; ``planner`` the plan-pooled tokens,
+    which on a 1×1 map (one token per sample) is L_ot1 again: the double count the default removes."""
+    batch = _batch()
+    planner_space = _build("sembridge", "resnet18", "resnet18", ot2_space="planner").losses(batch)
+    torch.testing.assert_close(planner_space["ot2"], planner_space["ot1"], rtol=1e-6, atol=0)
+    sb = _build("sembridge", "resnet18", "resnet18")
+    terms = sb.losses(_fresh(batch))
+    e_t, e_s = sb.teacher(batch.teacher_x).features, sb.student(batch.student_x).features
+    w = 1 - sb.opts.lambda_kd
+    torch.testing.assert_close(terms["ot2"], w * coral_loss(e_s, e_t), rtol=1e-5, atol=0)
+    assert abs(terms["ot2"].item() - terms["ot1"].item()) > 1e-3 * abs(terms["ot1"].item())
+    with pytest.raises(MethodError, match="ot2_space"):
+        method_config("sembridge", {"ot2_space": "tokens"})
 
 
 def test_everything_off_and_lambda_one_is_the_base_method():
@@ -336,6 +412,36 @@ def test_pairing_costs_rank_nearer_partners_cheaper():
     assert costs["near"]["pair"] == pytest.approx(direct, rel=1e-12)
 
 
+def test_pairing_costs_use_only_students_with_a_partner_in_every_pairing():
+    """A partial build's true pairs (−1: no partner): every pairing is costed on the co-located students."""
+    g = torch.Generator().manual_seed(1)
+    student, teacher = torch.randn(30, 3, generator=g), torch.randn(30, 3, generator=g)
+    true = torch.where(torch.arange(30) % 3 == 0, torch.arange(30), torch.tensor(-1))  # students 0, 3, ..., 27
+    other = torch.arange(30).flip(0)
+    costs = pairing_costs(teacher, student, {"true": true, "other": other}, samples=100, seed=0)
+    rows = torch.arange(0, 30, 3)
+    t64, s64 = teacher.double(), student.double()  # as pairing_costs: float64
+    assert costs["true"]["pair"] == pytest.approx(float((t64[rows] - s64[rows]).square().sum(1).mean()), rel=1e-12)
+    assert costs["other"]["pair"] == pytest.approx(float((t64[other[rows]] - s64[rows]).square().sum(1).mean()),
+                                                   rel=1e-12)
+    assert pairing_costs(teacher, student, {"none": torch.full((30,), -1)}, samples=10, seed=0) == {}
+
+
+def test_matcher_hits_on_hand_ranked_embeddings():
+    """Class 0 has MS chips 0–3, class 1 MS chips 4–5. Student 0 (class 0) is nearest MS 2 then 0 (its
+    true partner): rank 2; student 1 (class 1) ranks its partner 5 first; student 2 has no partner."""
+    ms = torch.tensor([[1.0, 0.2], [0.0, 1.0], [1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [1.0, 0.1]])
+    rgb = torch.tensor([[1.0, 0.05], [1.0, 0.0], [0.0, 1.0]])
+    y_s, y_t = torch.tensor([0, 1, 0]), torch.tensor([0, 0, 0, 0, 1, 1])
+    hits = matcher_hits(ms, rgb, y_s, y_t, torch.tensor([0, 5, -1]), ks=(1, 2))
+    assert hits["students_with_true_partner"] == 2
+    assert hits["hit@1"] == 0.5 and hits["hit@2"] == 1.0
+    assert hits["chance@1"] == pytest.approx((1 / 4 + 1 / 2) / 2)
+    assert hits["chance@2"] == pytest.approx((2 / 4 + 1.0) / 2)
+    assert hits["median_rank"] == 1.5 and hits["median_candidates"] == 3.0
+    assert matcher_hits(ms, rgb, y_s, y_t, torch.full((3,), -1)) == {"students_with_true_partner": 0}
+
+
 # ---- runner and CLI ----------------------------------------------------------------------------------
 
 
@@ -372,3 +478,47 @@ def test_cli_sembridge_switches_refuse_other_methods(tiny, cache, tmp_path):
                                     "--no-ssm", "--out", str(tmp_path)])
     assert res.exit_code == 2 and "--no-ssm apply to SemBridge methods only" in res.output
     assert not any(tmp_path.iterdir())
+
+
+def test_run_on_a_paired_dataset_records_diagnostics_against_the_true_pairs(tmp_path, cache):
+    """On a build with co-located pairs (``pair_id``) and latent truth, a SemBridge run records the
+    matcher's hit@k against the true pairs, the true pairs' partner quality and their transport costs,
+    including the latent space (a space the matching does not optimise)."""
+    manifest, samples, arrays = make_synthetic_dataset_inputs(3, per_class_split=6, ms_px=16, rgb_px=32, latent=True)
+    samples = samples.copy()
+    samples["pair_id"] = ""
+    ms = samples[samples["modality"] == "ms"]
+    rgb_rows = samples.index[samples["modality"] == "rgb"]
+    # every RGB chip's partner: the MS chip of the same class and split at the same position in that group
+    for (label, split), group in samples.loc[rgb_rows].groupby(["label", "split"]):
+        partners = ms[(ms["label"] == label) & (ms["split"] == split)]["sample_id"].to_list()
+        samples.loc[group.index, "pair_id"] = partners[:len(group)]
+    ds_path = write_dataset(tmp_path / "paired", manifest={**manifest, "consistency": {"mode": "paired", "overlap": 1.0}},
+                            samples=samples, arrays=arrays)
+    out = tmp_path / "res"
+    run = CliRunner().invoke(main, [str(a) for a in [
+        "run", "--method", "sembridge", "--arch", "resnet18", "--dataset", ds_path, "--profile", "smoke",
+        "--epochs", "2", "--device", "cpu", "--out", out, "--quiet", "--option", "matcher_epochs=1"]])
+    assert run.exit_code == 0, run.output
+    (result,) = load_run_results([out])
+    diag = result["diagnostics"]["sembridge"]
+    students = diag["matching"]["students"]
+    hits = diag["matching"]["matcher"]["true_pair_hits"]
+    assert hits["students_with_true_partner"] == students
+    assert hits["hit@1"] <= hits["hit@5"] <= hits["hit@10"] <= 1.0
+    assert 0 < hits["chance@1"] <= hits["chance@5"] <= 1.0
+    # the synthetic pairs are not co-located in latent truth, so only the bookkeeping is asserted
+    assert diag["true_pairs_quality"]["true"]["n"] == students
+    for moment in ("transport_start", "transport_end"):
+        for space in ("probability_T", "matcher", "latent"):
+            assert {"random", "ssm", "true"} <= diag[moment][space].keys()
+    # the true pairs' latent cost: the mean squared latent distance of the pairs, from the dataset itself
+    # (every student is in the diagnostic's subsample: 500 > students); float64 sums of ~50 terms
+    ds = load_dataset(ds_path)
+    rgb, ms = (load_modality(ds, m, torch.device("cpu")) for m in ("rgb", "ms"))
+    v_s, v_t = latent_vectors(rgb, ms)
+    true = true_partners(ds, rgb, ms).numpy()
+    assert (true >= 0).all()
+    expected = float(np.square(v_t[true] - v_s).sum(1).mean())
+    assert diag["transport_end"]["latent"]["true"]["pair"] == pytest.approx(expected, rel=1e-9)
+    assert diag["transport_end"]["latent"]["true"]["pair"] >= diag["transport_end"]["latent"]["true"]["emd"] - 1e-9
