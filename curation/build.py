@@ -260,7 +260,8 @@ def _search_stage(catalog: Catalog, preset: Preset, spec: ModalitySpec, modality
     truth_footprints: dict[str, dict] = {}
     for i, aoi in enumerate(_bar(spec.aois, progress, f"search {modality}")):
         found = catalog.search(collection=spec.collection, bbox=aoi, datetime_range=spec.datetime, query=query)
-        lab = label_catalog.search(collection=preset.labels.collection, bbox=aoi, datetime_range="../..")
+        lab = label_catalog.search(collection=preset.labels.collection, bbox=aoi,
+                                   datetime_range=preset.labels.datetime or "../..")
         queries += [found.query, lab.query]
         if not found.items:
             raise CatalogError(f"no {spec.collection} items in {catalog.url} for AOI {aoi} and {spec.datetime}",

@@ -146,6 +146,10 @@ class LabelSpec:
         classes: benchmark class names in id order.
         crosswalk: land-cover code -> benchmark class name; unmapped codes are never a label.
         catalog, sign: a catalogue of its own, as for `ModalitySpec`.
+        datetime: STAC datetime interval of the product searched (e.g. the 2021 map: WorldCover
+            v200; Planetary Computer also holds the 2020 v100 map of every tile); None: any.
+            Where several maps cover a place, the newest is read first and older ones only fill
+            its gaps (`sampling.read_label_grid`).
     """
 
     collection: str = "esa-worldcover"
@@ -154,6 +158,11 @@ class LabelSpec:
     crosswalk: tuple[tuple[int, str], ...] = ()
     catalog: str | None = None
     sign: bool | None = None
+    datetime: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.datetime is not None and (not isinstance(self.datetime, str) or "/" not in self.datetime):
+            raise PresetError(f"labels: datetime must be an interval START/END, got {self.datetime!r}")
 
     def source_codes(self, name: str) -> list[int]:
         return [code for code, cls in self.crosswalk if cls == name]

@@ -72,7 +72,10 @@ def read_label_grid(catalog: Catalog, labels: LabelSpec, items: list, grid: Chip
     """Land-cover codes over the whole chip lattice, ``samples_per_chip`` samples per chip side.
 
     The land-cover product (any CRS; WorldCover is EPSG:4326) is warped with nearest-neighbour
-    onto the lattice; where several tiles cover the AOI, the first with data wins.
+    onto the lattice. Items are read newest first (their datetime or start_datetime, then id,
+    descending): where maps of several years or versions cover a place (Planetary Computer's
+    WorldCover 2021 v200 and 2020 v100 tiles), the newest map labels it and older ones only fill
+    its gaps; once the lattice has no gap left, no further item is read.
 
     Returns:
         uint8/uint16 codes of shape (rows * L, cols * L); 0 where no product covers.
@@ -89,8 +92,11 @@ def read_label_grid(catalog: Catalog, labels: LabelSpec, items: list, grid: Chip
         ) as vrt:
             return vrt.read(1)
 
+    newest_first = sorted(items, key=lambda it: (it.time.timestamp(), it.id), reverse=True)
     with gdal_env(catalog.retry):
-        for item in items:
+        for item in newest_first:
+            if mosaic is not None and not (mosaic == 0).any():
+                break  # every sample labelled: older maps would change nothing
             if labels.asset not in item.assets:
                 raise CatalogError(f"{labels.collection} item {item.id} has no asset {labels.asset!r}")
             try:

@@ -170,8 +170,11 @@ class Catalog:
             geom = shapely.geometry.shape(item.geometry) if item.geometry else None
             if geom is None or not geom.intersects(area):
                 continue
-            when = item.datetime or item.common_metadata.start_datetime
-            if when is None or not (start <= when <= end):
+            # As a STAC API: an instant must lie in the interval, a range item (datetime null,
+            # start_datetime/end_datetime, e.g. a yearly land-cover map) must intersect it.
+            first = item.datetime or item.common_metadata.start_datetime
+            last = item.datetime or item.common_metadata.end_datetime or first
+            if first is None or last < start or first > end:
                 continue
             if all(_compare(item.properties.get(key), ops) for key, ops in query.items()):
                 found.append(item)
