@@ -209,6 +209,8 @@ def classify_gdal_error(err: BaseException, url: str, policy: RetryPolicy) -> Fa
         return failure_from_status(int(match.group(1)), detail=_short(text))
     if any(m in text for m in _TIMEOUT_MARKERS):
         return Failure("timeout", True, detail=_short(text))
+    if unknown_host(text):
+        return Failure("unknown-host", False, detail=_short(text))
     if "CURL error" in text and any(m in text for m in _CONNECTION_MARKERS):
         return Failure("connection", True, detail=_short(text))
     if not url.startswith(("http://", "https://")):
@@ -255,6 +257,61 @@ def _gdal_option(name: str) -> str | None:
     return os.environ.get(name)
 
 
+#: A cached SAS token is renewed when it has less than this many seconds left.
+TOKEN_MIN_TTL = 120.0
+
+
+def _blob_container(href: str) -> tuple[str, str] | None:
+    """(storage account, container) of an Azure blob-storage href that Planetary Computer signs, else None."""
+    from urllib.parse import urlparse
+
+    from planetary_computer import sas, utils
+
+    parsed = urlparse(href.rstrip("/"))
+    if not parsed.netloc.endswith(sas.BLOB_STORAGE_DOMAIN):
+        return None
+    if parsed.netloc == "ai4edatasetspublicassets.blob.core.windows.net":  # public; never signed
+        return None
+    return utils.parse_blob_url(parsed)
+
+
+# Messages of a host name that does not resolve (curl: "Could not resolve host"; getaddrinfo). Python's
+# "Temporary failure in name resolution" (EAI_AGAIN) is a resolver hiccup and stays transient.
+_UNKNOWN_HOST_MARKERS = ("Could not resolve host", "Name or service not known", "No address associated with hostname",
+                         "nodename nor servname provided", "getaddrinfo failed")
+
+
+def unknown_host(text: str) -> bool:
+    """Whether an error message says a host name does not resolve (permanent on every side of the funnel)."""
+    return any(m in text for m in _UNKNOWN_HOST_MARKERS)
+
+
+def classify_requests_error(err: BaseException, *, what: str = "request", headers: Any = None) -> Failure | None:
+    """Classify a ``requests`` error (a plain HTTP call: the SAS token endpoint); None: not an HTTP failure.
+
+    Statuses as :func:`failure_from_status` (429/5xx transient, with ``Retry-After``); a timeout, a
+    dropped or refused-then-reset connection and a broken body are transient; an unknown host is not.
+    """
+    import requests
+
+    if isinstance(err, requests.HTTPError) and err.response is not None:
+        response = err.response
+        return failure_from_status(response.status_code,
+                                   retry_after=parse_retry_after((headers or response.headers).get("Retry-After")),
+                                   detail=f"{what}: HTTP {response.status_code}")
+    if isinstance(err, requests.Timeout):
+        return Failure("timeout", True, detail=f"{what}: {_short(str(err))}")
+    if isinstance(err, requests.exceptions.ChunkedEncodingError):
+        return Failure("interrupted", True, detail=f"{what}: {_short(str(err))}")
+    if isinstance(err, requests.ConnectionError):
+        if unknown_host(str(err)):
+            return Failure("unknown-host", False, detail=f"{what}: {_short(str(err))}")
+        return Failure("connection", True, detail=f"{what}: {_short(str(err))}")
+    if isinstance(err, (ValueError, TypeError)):  # not JSON, or not a token (pydantic errors are ValueErrors)
+        return Failure("bad-response", False, detail=f"{what}: {_short(str(err))}")
+    return None
+
+
 _SIGNED_QUERY = re.compile(r"\?[^\s'\"|,]*sig=[^\s'\"|,]*")
 
 
@@ -277,47 +334,106 @@ class Remote:
     sign: bool = False
     policy: RetryPolicy = field(default_factory=RetryPolicy)
 
-    def href(self, href: str) -> str:
-        """The href to hand to GDAL: signed now (tokens expire) when the catalogue needs it."""
-        if self.sign and href.startswith(("http://", "https://")):
-            import planetary_computer
+    def href(self, href: str, *, attempts: list[dict[str, Any]] | None = None) -> str:
+        """The href to hand to GDAL: signed now (tokens expire) when the catalogue needs it.
 
-            return planetary_computer.sign(href)
-        return href
+        The SAS token comes through this funnel (:meth:`token`), not through planetary_computer's
+        own requests (10 tries, back-off to 120 s, no timeout).
+
+        Raises:
+            RemoteError: the token endpoint failed permanently or on every attempt of the policy.
+        """
+        if not self.sign or not href.startswith(("http://", "https://")):
+            return href
+        blob = _blob_container(href)
+        if blob is None:
+            return href  # not in Azure blob storage: nothing to sign
+        import planetary_computer
+
+        self.token(*blob, href=href, attempts=attempts)  # cached, so the line below sends nothing
+        return planetary_computer.sign(href)
+
+    def token(self, account: str, container: str, *, href: str = "", refused: str | None = None,
+              attempts: list[dict[str, Any]] | None = None):
+        """The SAS token of a blob container, from planetary_computer's cache or fetched through `retry_call`.
+
+        A cached token is used while it has more than :data:`TOKEN_MIN_TTL` seconds left (more than
+        planetary_computer's own 60 s, so its ``sign`` never fetches one itself); ``refused`` (an
+        href whose token the server rejected with 403) drops that token first. The request has the
+        policy's timeout, and 429/5xx/timeouts/dropped connections are retried with its back-off;
+        one fetch serves every thread (a lock is held while fetching).
+
+        Raises:
+            RemoteError: for ``href`` (the unsigned asset), with one record per failed request.
+        """
+        import requests
+        from planetary_computer import sas
+        from planetary_computer.settings import Settings
+
+        settings = Settings.get()
+        url = f"{settings.sas_url}/{account}/{container}"
+        log = [] if attempts is None else attempts
+        with _TOKEN_LOCK:
+            cached = sas.TOKEN_CACHE.get(url)
+            if cached is not None and refused is not None and cached.token in refused:
+                del sas.TOKEN_CACHE[url]
+                cached = None
+            if cached is not None and cached.ttl() > TOKEN_MIN_TTL:
+                return cached
+            headers = {"Ocp-Apim-Subscription-Key": settings.subscription_key} if settings.subscription_key else None
+
+            def fetch():
+                with requests.get(url, headers=headers, timeout=self.policy.timeout) as response:
+                    response.raise_for_status()
+                    return sas.SASToken(**response.json())
+
+            last: dict[str, Any] = {}
+
+            def classify(err: BaseException) -> Failure | None:
+                last["err"], last["failure"] = err, classify_requests_error(err, what="SAS token endpoint")
+                return last["failure"]
+
+            try:
+                token = retry_call(fetch, classify=classify, policy=self.policy, attempts=log)
+            except Exception as err:
+                if last.get("err") is not err or last["failure"] is None:
+                    raise
+                failure = last["failure"]
+                raise RemoteError(href or url, Failure(f"token-{failure.reason}", failure.transient, failure.status,
+                                                       failure.retry_after, f"SAS token from {url}: {failure.detail}"),
+                                  log) from err
+            sas.TOKEN_CACHE[url] = token
+            return token
 
     def __call__(self, href: str) -> str:
         return self.href(href)
 
-    def resign(self, href: str, refused: str) -> str | None:
+    def resign(self, href: str, refused: str, *, attempts: list[dict[str, Any]] | None = None) -> str | None:
         """``href`` signed with a fresh token, the one in ``refused`` having been rejected (HTTP 403).
 
         planetary_computer caches one token per storage container (``sas.TOKEN_CACHE``, keyed by
         the token endpoint URL) and renews it only within 60 s of its stated expiry; a token the
         server already refuses must be dropped from that cache to force a new one. Only the
         token that was refused is dropped, so concurrent readers refresh it once, not once each.
+        The new token is fetched through :meth:`token` (the retry funnel); its failed requests go
+        to ``attempts``.
 
         Returns:
             The freshly signed href, or None when signing cannot help (not a signed catalogue,
             not a blob-storage href).
+
+        Raises:
+            RemoteError: the token endpoint failed (see :meth:`token`).
         """
         if not self.sign or not href.startswith(("http://", "https://")):
             return None
-        from urllib.parse import urlparse
-
-        import planetary_computer
-        from planetary_computer import sas, utils
-        from planetary_computer.settings import Settings
-
-        parsed = urlparse(href)
-        if not parsed.netloc.endswith(sas.BLOB_STORAGE_DOMAIN):
+        blob = _blob_container(href)
+        if blob is None:
             return None
-        account, container = utils.parse_blob_url(parsed)
-        key = f"{Settings.get().sas_url}/{account}/{container}"
-        with _TOKEN_LOCK:
-            cached = sas.TOKEN_CACHE.get(key)
-            if cached is not None and cached.token in refused:
-                del sas.TOKEN_CACHE[key]
-            return planetary_computer.sign(href)
+        import planetary_computer
+
+        self.token(*blob, href=href, refused=refused, attempts=attempts)
+        return planetary_computer.sign(href)
 
     def read(self, href: str, fn: Callable[[str], T], *, retried: list[dict[str, Any]] | None = None) -> T:
         """``fn(readable_href)`` with retries, re-signing on HTTP 403.
@@ -332,7 +448,7 @@ class Remote:
             RemoteError: the read failed permanently or on every attempt (with those records).
         """
         log: list[dict[str, Any]] = []
-        current = [self.href(href)]
+        current = [self.href(href, attempts=log)]  # a failing token endpoint raises RemoteError here
         last: dict[str, Any] = {}
 
         def classify(err: BaseException) -> Failure | None:
@@ -342,7 +458,7 @@ class Remote:
         def recover(failure: Failure) -> bool:
             if failure.reason != "forbidden":
                 return False
-            fresh = self.resign(href, current[0])
+            fresh = self.resign(href, current[0], attempts=log)  # its token request is retried in the funnel too
             if fresh is None:
                 return False
             current[0] = fresh
@@ -422,7 +538,9 @@ def classify_http_error(err: BaseException, headers: Any = None) -> Failure | No
     if isinstance(cause, requests.exceptions.ChunkedEncodingError):
         return Failure("interrupted", True, detail=_short(str(cause)))
     if isinstance(cause, requests.ConnectionError):
-        refused = "Connection refused" in str(cause) or "Name or service not known" in str(cause)
-        # A refused connection or an unknown host is a wrong URL, not a hiccup: do not wait on it.
+        if unknown_host(str(cause)):  # as for reads: a host that does not exist is a wrong URL
+            return Failure("unknown-host", False, detail=_short(str(cause)))
+        refused = "Connection refused" in str(cause)
+        # A refused connection to the API is a wrong URL or port, not a hiccup: do not wait on it.
         return Failure("connection", not refused, detail=_short(str(cause)))
     return None

@@ -211,18 +211,30 @@ class _Handler(RangeRequestHandler):
         super().do_HEAD()
 
     def _intercept(self) -> bool:
-        """Answer the request here (token endpoint, refused token, fault); False: serve the file."""
+        """Answer the request here (token endpoint, refused token, fault); False: serve the file.
+
+        Faults apply to the token endpoint too (status and delay faults), before any token check."""
         path, query, blob = self._split()
-        if path.startswith(TOKEN_PATH + "/"):
+        token = path.startswith(TOKEN_PATH + "/")
+        if not (blob and self.owner.token_uses is not None):
+            with self.owner.lock:
+                fault = next((f for f in self.owner.faults if f.take(self.command, path)), None)
+            if fault is not None and self._fault(fault):
+                return True
+        if token:
             self._send(200, json.dumps(self.owner.issue_token()).encode(), "application/json")
             return True
-        if blob and self.owner.token_uses is not None and not self.owner.token_ok(query):
-            self._send(403, EXPIRED_BODY, "application/xml")
-            return True
-        with self.owner.lock:
-            fault = next((f for f in self.owner.faults if f.take(self.command, path)), None)
-        if fault is None:
-            return False
+        if blob and self.owner.token_uses is not None:
+            if not self.owner.token_ok(query):
+                self._send(403, EXPIRED_BODY, "application/xml")
+                return True
+            with self.owner.lock:
+                fault = next((f for f in self.owner.faults if f.take(self.command, path)), None)
+            return fault is not None and self._fault(fault)
+        return False
+
+    def _fault(self, fault: Fault) -> bool:
+        """Answer with ``fault``; False when the request is then served normally (a delay)."""
         if fault.kind == "status":
             headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
             self._send(fault.status, f"fault: {fault.status}".encode(), "text/plain", headers)
