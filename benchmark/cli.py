@@ -79,12 +79,32 @@ def main() -> None:
     """
 
 
+def _catalog_options(values: tuple[str, ...]) -> dict[str, str]:
+    """``--catalog`` values as {source: URL}, "" for every source; SOURCE=URL only for a known source name
+    (a URL may itself hold '=')."""
+    from ackd_bench.curation.presets import SOURCES
+
+    out: dict[str, str] = {}
+    for value in values:
+        source, eq, url = value.partition("=")
+        key, target = (source, url) if eq and source in SOURCES else ("", value)
+        if not target:
+            raise click.BadParameter(f"{value!r} names no catalogue", param_hint="--catalog")
+        if key in out:
+            raise click.BadParameter(f"{'source ' + key if key else 'the catalogue of every source'} is given twice",
+                                     param_hint="--catalog")
+        out[key] = target
+    return out
+
+
 @main.command("build-dataset")
 @click.option("--preset", "preset_name", default=None, metavar="NAME|FILE",
               help="Built-in preset (see `ackd-bench presets`) or a preset file (.yaml, .yml or .json). "
                    "Default: eu-s2__us-naip (Planetary Computer), or demo with --catalog demo.")
-@click.option("--catalog", default=None, metavar="demo|URL",
-              help="'demo' for the embedded world, or a STAC API / static catalog URL overriding the preset's.")
+@click.option("--catalog", "catalogs", multiple=True, metavar="demo|URL|SOURCE=URL",
+              help="'demo' for the embedded world, or a STAC API / static catalog URL for every source (MS, "
+                   "RGB, labels), replacing the preset's; SOURCE=URL (ms, rgb, labels, latent) redirects one "
+                   "source (repeat the option).")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Dataset directory to write.")
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None,
               help="Seed of chip sampling and split assignment. [default: 0]")
@@ -105,7 +125,7 @@ def main() -> None:
                    "Without it a shortfall is an error and nothing is written.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_friendly_errors
-def build_dataset(preset_name, catalog, out, seed, per_class, purity, consistency, workers, scheduler, force,
+def build_dataset(preset_name, catalogs, out, seed, per_class, purity, consistency, workers, scheduler, force,
                   allow_shortfall, quiet) -> None:
     """Build an ACKD benchmark: MS and RGB chips from STAC catalogues, labelled from land cover.
 
@@ -120,17 +140,22 @@ def build_dataset(preset_name, catalog, out, seed, per_class, purity, consistenc
       ackd-bench build-dataset --catalog demo --consistency partial:0.5 --per-class 10 --out data/demo-half
       ackd-bench build-dataset --preset my-preset.yaml --out data/mine
       ackd-bench build-dataset --out data/eu-us --scheduler tcp://10.0.0.5:8786   # reads on a dask cluster
+      ackd-bench build-dataset --catalog http://127.0.0.1:8082 --out data/mirror    # every source from a mirror
+      ackd-bench build-dataset --catalog labels=http://127.0.0.1:8082 --out data/eu-us  # only the labels
     """
     from ackd_bench.benchmark.dataset import load_dataset, summarize
     from ackd_bench.curation.build import build_dataset as run_build
     from ackd_bench.curation.presets import DEFAULT_PRESET, DEMO_CATALOG, PresetError, get_preset
 
+    redirect = _catalog_options(catalogs)
+    catalog = redirect.get("")
     name = preset_name or ("demo" if catalog == DEMO_CATALOG else DEFAULT_PRESET)
     preset = get_preset(name)
-    if catalog == DEMO_CATALOG and preset.catalog != DEMO_CATALOG:
-        raise PresetError(f"--catalog demo needs the 'demo' preset (its AOIs are the demo world's), not {name!r}")
-    preset = preset.with_overrides(catalog=catalog, seed=seed, per_class=per_class, purity=purity,
-                                   consistency=consistency)
+    if DEMO_CATALOG in redirect.values() and (catalog != DEMO_CATALOG or preset.catalog != DEMO_CATALOG):
+        raise PresetError(f"--catalog demo needs the 'demo' preset (its AOIs are the demo world's) and stands for "
+                          f"every source, not {name!r} / {', '.join(catalogs)}")
+    preset = preset.with_catalogs(redirect).with_overrides(seed=seed, per_class=per_class, purity=purity,
+                                                           consistency=consistency)
     started = time.perf_counter()
     report = run_build(preset, out, workers=workers, scheduler=scheduler, progress=not quiet, force=force,
                        allow_shortfall=allow_shortfall)

@@ -53,6 +53,10 @@ class BandSource:
     index: int = 1
 
 
+#: The sources a build reads, each from its own catalogue if it names one (`Preset.source_catalog`).
+SOURCES = ("ms", "rgb", "labels", "latent")
+
+
 @dataclass(frozen=True)
 class ModalitySpec:
     """One modality of the benchmark: where its chips come from and what they look like.
@@ -307,6 +311,38 @@ class Preset:
                 spec = changes.get(modality, getattr(self, modality))
                 changes[modality] = dataclasses.replace(spec, per_class=None)
         return dataclasses.replace(self, **changes)
+
+    def with_catalogs(self, catalogs: Mapping[str, str]) -> Preset:
+        """A copy reading its sources from other catalogues (``--catalog``).
+
+        Keys: ``""`` (or ``all``) for every source, or a source name (``ms``, ``rgb``, ``labels``,
+        ``latent``) for that one. A catalogue given for every source also replaces the sources'
+        own catalogues (a profile's ``via``, e.g. Earth Search's NAIP and WorldCover from Planetary
+        Computer), so a mirror or a private pgstac holding all collections serves the whole build.
+        A redirected source keeps its signing rule (only Planetary Computer blob hrefs are ever
+        signed, so a catalogue of other hrefs is read as it is).
+
+        Raises:
+            PresetError: an unknown source, or ``latent`` for a preset without it.
+        """
+        preset = self
+        everything = {k: v for k, v in catalogs.items() if k in ("", "all")}
+        if everything:
+            url = next(iter(everything.values()))
+            preset = dataclasses.replace(preset, catalog=url, **{
+                source: dataclasses.replace(getattr(preset, source), catalog=None, sign=None)
+                for source in SOURCES if getattr(preset, source) is not None})
+        for source, url in catalogs.items():
+            if source in ("", "all"):
+                continue
+            if source not in SOURCES:
+                raise PresetError(f"--catalog {source}=URL: unknown source {source!r}; sources: {', '.join(SOURCES)}")
+            spec = getattr(preset, source)
+            if spec is None:
+                raise PresetError(f"--catalog {source}=URL: the preset has no {source} source")
+            _, sign = preset.source_catalog(source)
+            preset = dataclasses.replace(preset, **{source: dataclasses.replace(spec, catalog=url, sign=sign)})
+        return preset
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))

@@ -114,3 +114,18 @@ def test_profile_files_are_strict():
         get_profile("nowhere")
     with pytest.raises(ProfileError, match="has no collection 'landsat'"):
         get_profile("earth-search").source("landsat")
+
+
+def test_one_catalogue_for_every_source_replaces_the_profiles_via():
+    """Earth Search takes NAIP and WorldCover from Planetary Computer; `--catalog URL` (a mirror or a private
+    pgstac holding all three) sends every source there, `--catalog SOURCE=URL` only that one."""
+    data = yaml.safe_load((PRESET_DIR / "eu-s2__us-naip.yaml").read_text())
+    es = preset_from_dict({**data, "profile": "earth-search"})
+    mirror = "http://127.0.0.1:8082"
+    every = es.with_catalogs({"": mirror})
+    assert {every.source_catalog(s)[0] for s in ("ms", "rgb", "labels")} == {mirror}
+    one = es.with_catalogs({"labels": mirror})
+    assert one.source_catalog("labels") == (mirror, True)  # keeps its signing rule
+    assert one.source_catalog("rgb") == (get_profile("planetary-computer").url, True)
+    assert one.source_catalog("ms") == es.source_catalog("ms")
+    assert preset_from_dict(json.loads(json.dumps(one.to_dict()))) == one  # round-trips as a preset file
