@@ -143,8 +143,8 @@ def main() -> None:
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    args.out.with_suffix(".json").write_text(json.dumps(
+    Path(f"{args.out}.md").write_text("\n".join(lines) + "\n")
+    Path(f"{args.out}.json").write_text(json.dumps(
         {"dataset": str(args.dataset), "fingerprint": fp, "best_baseline": best, "claims": rows,
          "partner_quality": quality}, indent=1, sort_keys=True, default=str) + "\n")
     print("\n".join(lines))

@@ -116,16 +116,18 @@ def main() -> None:
     ap.add_argument("--dataset", type=Path, action="append", required=True,
                     help="a build, from most to least consistent (repeat)")
     ap.add_argument("--out", type=Path, required=True, help="output prefix (writes .md, .json, .png)")
+    ap.add_argument("--pair", default="resnet18→resnet18", help="teacher→student pair reported (default %(default)s)")
     args = ap.parse_args()
 
-    results = load_run_results([args.results])
+    results = [r for r in load_run_results([args.results])
+               if f"{r['teacher']['arch']}→{r['student']['arch']}" == args.pair]
     builds = [build_info(p) for p in args.dataset]
     per_build = {b["name"]: [r for r in results if on_dataset(r, b["fingerprint"], b["recipe"])] for b in builds}
     methods = sorted({run_label(r) for runs in per_build.values() for r in runs}, key=method_sort_key)
     names = [b["name"] for b in builds]
     report: dict = {"builds": [{k: v for k, v in b.items() if k != "labels"} for b in builds], "accuracy": {},
                     "gains": {}, "gain_change": {}, "transport": {}}
-    lines = ["# Consistency spectrum: the same preset paired, partial and asymmetric", "",
+    lines = [f"# Consistency spectrum: the same preset paired, partial and asymmetric ({args.pair}, `fast`)", "",
              "Builds: " + ", ".join(f"`{b['name']}` ({b['consistency']}, overlap {b['overlap']}, fingerprint "
                                     f"`{b['fingerprint'][:12]}`, {len(b['labels'])} test chips)" for b in builds), "",
              "## Test OA (%), mean ± std over seeds (n)", "",
@@ -214,9 +216,9 @@ def main() -> None:
     report["transport"] = {n: {" ".join(k): v for k, v in c.items()} for n, c in costs.items()}
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
-    plot(report, names, args.out.with_suffix(".png"))
+    Path(f"{args.out}.md").write_text("\n".join(lines) + "\n")
+    Path(f"{args.out}.json").write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+    plot(report, names, Path(f"{args.out}.png"))
     print("\n".join(lines))
 
 

@@ -197,14 +197,14 @@ def test_ctkd_temperature_ascends_the_kd_loss():
 
 def test_dkd_warmup_scales_the_decoupled_terms():
     _, _, method = _build("dkd")
-    assert method.warmup_epochs == 1  # round(20/240 · 12) = 1
+    assert method.warmup_epochs == 3  # round(20/240 · 12) = 1, floored at min(3, 12 // 4) = 3
     batch = _batch()
     batch.progress = 0.0
     zero = method.losses(batch)
     assert zero["tckd"].item() == 0.0 and zero["nckd"].item() == 0.0
-    batch.progress = 0.5
+    batch.progress = 1.5
     half = method.losses(batch)
-    batch.progress = 3.0
+    batch.progress = 4.0
     full = method.losses(batch)
     assert half["nckd"].item() == pytest.approx(0.5 * full["nckd"].item(), rel=1e-4)
 
