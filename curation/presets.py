@@ -466,6 +466,7 @@ def preset_from_dict(data: Any, *, demo_scale: float = 1.0) -> Preset:
             data["split"] = tuple(data["split"])
         if "paired_aois" in data:
             data["paired_aois"] = _aois(data["paired_aois"], demo_scale)
+        _require(Preset, data, "preset")
         return Preset(**data)
     except ProfileError as err:
         raise PresetError(str(err)) from err
@@ -543,6 +544,14 @@ def _aois(value: Any, demo_scale: float) -> tuple[BBox, ...]:
             raise PresetError(f"unknown demo region {name!r}; the demo world has {', '.join(regions)}")
         return (regions[name].bbox_lonlat(),)
     return tuple(tuple(float(v) for v in aoi) for aoi in value)
+
+
+def _require(cls: type, data: Mapping[str, Any], where: str) -> None:
+    """Name the keys without a default that ``data`` lacks (rather than a constructor's TypeError)."""
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in data
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise PresetError(f"{where}: missing required key(s) {', '.join(missing)}")
 
 
 def _strict(cls: type, data: Any, where: str) -> dict[str, Any]:

@@ -44,6 +44,24 @@ def test_earth_search_profile():
     assert set(list_profiles()) == {"planetary-computer", "earth-search"}
 
 
+def test_earth_search_collection_1():
+    """sentinel-2-c1-l2a: Earth Search's asset names, and ESA's offset kept in the files (baseline rule)."""
+    es = get_profile("earth-search")
+    c1, c0 = es.collections["sentinel-2-c1-l2a"], es.collections["sentinel-2-l2a"]
+    assert c1.id == "sentinel-2-c1-l2a" and c1.bands == c0.bands and c1.qa_asset == "scl"
+    assert c1.offset_rule == "processing-baseline"
+    # Collection 1 starts at baseline 05.00: every scene has its +1000 removed, whatever a flag says.
+    assert harmonization_offset(c1.offset_rule, {"s2:processing_baseline": "05.10"}) == 1000
+    assert harmonization_offset(c1.offset_rule, {"s2:processing_baseline": "05.00",
+                                                 "earthsearch:boa_offset_applied": True}) == 1000
+    data = yaml.safe_load((PRESET_DIR / "eu-s2__us-naip.yaml").read_text())
+    preset = preset_from_dict({**data, "profile": "earth-search",
+                               "ms": {**data["ms"], "collection": "sentinel-2-c1-l2a"}})
+    assert [b.asset for b in preset.ms.bands][:3] == ["blue", "green", "red"]
+    assert preset.ms.offset_rule == "processing-baseline" and preset.ms.qa_asset == "scl"
+    assert preset.source_catalog("ms") == (es.url, False)
+
+
 def test_a_preset_switches_catalogue_with_one_field():
     data = yaml.safe_load((PRESET_DIR / "eu-s2__us-naip.yaml").read_text())
     pc = preset_from_dict(data)

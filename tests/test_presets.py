@@ -153,6 +153,10 @@ def test_missing_keys_and_unreadable_files(tmp_path):
     del data["ms"]
     with pytest.raises(PresetError, match="missing key 'ms'"):
         get_preset(str(_write(tmp_path, data)))
+    data = _source("demo")
+    del data["description"]
+    with pytest.raises(PresetError, match=r"preset: missing required key\(s\) description$"):
+        get_preset(str(_write(tmp_path, data)))
     with pytest.raises(PresetError, match="known presets: eu-s2__us-naip, demo"):
         get_preset("nope")
     with pytest.raises(PresetError, match="does not exist"):
