@@ -35,6 +35,9 @@ pytestmark = pytest.mark.filterwarnings(  # planetary_computer 1.0's pydantic mo
 
 S2_BANDS = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"]
 ALL_ITEMS = recorded_items()
+# Sentinel-2 MSI centre wavelengths (µm, ESA's nominal values; the items round them slightly differently).
+S2_CENTRE_UM = {"B02": 0.490, "B03": 0.560, "B04": 0.665, "B05": 0.705, "B06": 0.740, "B07": 0.783,
+                "B08": 0.842, "B8A": 0.865, "B11": 1.610, "B12": 2.190}
 # Each recorded Sentinel-2 scene's offset, written out from ESA's rule and the item's own metadata
 # (baseline 04.00 or later: +1000, unless Earth Search flags it removed), independently of the code.
 EXPECTED_OFFSET = {
@@ -79,10 +82,11 @@ def test_a_recorded_item_parses_as_the_curation_reads_it(path):
         assert 0.0 <= ref.properties["eo:cloud_cover"] <= 100.0
         assert harmonization_offset(entry.offset_rule, ref.properties) == EXPECTED_OFFSET[raw["id"]]
         assert s2_offset_dn(raw) == EXPECTED_OFFSET[raw["id"]]  # the local files are written with the truth
+        # The profile's asset for each band is that band: its stated centre wavelength is ESA's.
         for band, (key, index) in entry.bands.items():
             assert index == 1
-            names = [b.get("name") for b in raw["assets"][key].get("eo:bands", [])]
-            assert names in ([], [band], [key]) or raw["assets"][key]["eo:bands"][0]["common_name"] in key
+            (eo,) = raw["assets"][key]["eo:bands"]
+            assert eo["center_wavelength"] == pytest.approx(S2_CENTRE_UM[band], abs=0.01), (band, key)
     if collection == "naip":
         # R, G, B are the image's bands 1-3: the item lists them in that order, NIR fourth.
         common = [b["common_name"] for b in raw["assets"]["image"]["eo:bands"]]
