@@ -17,8 +17,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+# The tests also install the example method plug-in (examples/ackd-bench-pkt, an entry point).
+$(VENV)/.installed-test: pyproject.toml examples/ackd-bench-pkt/pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -e '.[test]'
+	$(BIN)/python -m pip install --no-deps -e examples/ackd-bench-pkt
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

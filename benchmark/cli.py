@@ -247,16 +247,23 @@ def presets_cmd() -> None:
 def methods_cmd(pattern) -> None:
     """List the registered KD methods (matching a glob PATTERN) with a one-line description and the paper.
 
-    SemBridge is a plug-in: ``sembridge+<method>`` exists for every base method.
+    SemBridge is a plug-in: ``sembridge+<method>`` exists for every base method. Methods of other
+    installed packages (entry-point group ``ackd_bench.methods``) are listed too.
 
     \b
     Example:
       ackd-bench methods
       ackd-bench methods 'sembridge*'
     """
-    from ackd_bench.benchmark.method import get_method_class, list_methods
+    import warnings
 
-    names = list_methods(pattern)
+    from ackd_bench.benchmark.method import BROKEN_PLUGINS, get_method_class, list_methods
+
+    with warnings.catch_warnings():  # broken plug-ins are listed below, once
+        warnings.simplefilter("ignore", RuntimeWarning)
+        names = list_methods(pattern)
+    for name, why in sorted(BROKEN_PLUGINS.items()):
+        click.echo(f"warning: method plug-in {name!r} failed to load and is left out ({why})", err=True)
     if not names:
         raise click.UsageError(f"no method matches {pattern!r}; `ackd-bench methods` lists them all")
     width = max(14, *(len(n) + 1 for n in names))

@@ -311,10 +311,48 @@ def register_plugin(prefix: str, factory: Callable[[type[Method]], type[Method]]
     _PLUGINS[prefix] = factory
 
 
+#: The entry-point group through which other installed packages add methods: each entry point
+#: names a Method subclass (registered under the entry point's name) or a module whose import
+#: registers its methods (``@register_method``, `register_plugin`).
+ENTRY_POINT_GROUP = "ackd_bench.methods"
+# Plug-ins that failed to load: entry point name -> "package X: what went wrong". They are
+# reported (``ackd-bench methods``, an unknown-method error) and never break the rest.
+BROKEN_PLUGINS: dict[str, str] = {}
+_entry_points_loaded = False
+
+
 def _load_builtin_methods() -> None:
     # Importing the packages runs their @register_method / register_plugin calls.
     import ackd_bench.baselines  # noqa: F401
     import ackd_bench.sembridge.method  # noqa: F401
+
+    global _entry_points_loaded
+    if not _entry_points_loaded:
+        _entry_points_loaded = True
+        _load_entry_points()
+
+
+def _load_entry_points() -> None:
+    """Register the methods of installed packages (`ENTRY_POINT_GROUP`); a broken one is recorded."""
+    import importlib.metadata
+    import inspect
+    import warnings
+
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        package = ep.dist.name if ep.dist is not None else "?"
+        try:
+            obj = ep.load()
+            if inspect.isclass(obj):
+                if not issubclass(obj, Method):
+                    raise MethodError(f"{ep.value} is not a subclass of ackd_bench.benchmark.method.Method")
+                if _REGISTRY.get(ep.name) is not obj:
+                    register_method(ep.name)(obj)
+            elif not inspect.ismodule(obj):
+                raise MethodError(f"{ep.value} is neither a Method subclass nor a module")
+        except Exception as err:  # noqa: BLE001 - any failure of a third-party import is reported, not raised
+            BROKEN_PLUGINS[ep.name] = f"package {package}: {type(err).__name__}: {err}"
+            warnings.warn(f"ackd-bench method plug-in {ep.name!r} ({ep.value}) from package {package} failed to "
+                          f"load and is left out: {type(err).__name__}: {err}", RuntimeWarning, stacklevel=2)
 
 
 def _base_methods() -> list[str]:
@@ -338,7 +376,8 @@ def get_method_class(name: str) -> type[Method]:
             register_method(name)(_PLUGINS[prefix](_REGISTRY[base]))
     if name not in _REGISTRY:
         plugins = "; plug-ins: " + ", ".join(f"{p}+<method>" for p in sorted(_PLUGINS)) if _PLUGINS else ""
-        raise MethodError(f"unknown method {name!r}; known methods: {', '.join(_base_methods())}{plugins}")
+        broken = f"; plug-in {name!r} failed to load ({BROKEN_PLUGINS[name]})" if name in BROKEN_PLUGINS else ""
+        raise MethodError(f"unknown method {name!r}{broken}; known methods: {', '.join(_base_methods())}{plugins}")
     return _REGISTRY[name]
 
 
