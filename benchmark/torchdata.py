@@ -25,7 +25,7 @@ class, afresh for every batch, from a seeded generator (each DataLoader worker d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -150,6 +150,7 @@ class Benchmark:
     """
 
     dataset: Dataset
+    _stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def classes(self) -> list[str]:
@@ -159,10 +160,26 @@ class Benchmark:
         return list(self.dataset.manifest["modalities"][modality]["bands"])
 
     def stats(self, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-band mean and standard deviation of the modality's training chips (float32, raw units)."""
-        chips, _, _ = self.dataset.subset(modality, "train")
-        train = torch.from_numpy(chips.astype(np.float64))
-        return train.mean(dim=(0, 2, 3)).float(), train.std(dim=(0, 2, 3)).clamp_min(1e-6).float()
+        """Per-band mean and standard deviation of the modality's training chips (float32, raw units).
+
+        Computed once per modality, in float64 over chunks of chips (no float copy of the split);
+        the standard deviation is the unbiased one, as the harness's.
+        """
+        if modality not in self._stats:
+            chips, _, _ = self.dataset.subset(modality, "train")
+            # Shifted sums (by the first chip's band means) keep the variance free of cancellation.
+            shift = chips[:1].astype(np.float64).mean(axis=(0, 2, 3)) if len(chips) else np.zeros(chips.shape[1])
+            s1, s2 = np.zeros(chips.shape[1]), np.zeros(chips.shape[1])
+            for start in range(0, len(chips), 256):
+                block = chips[start:start + 256].astype(np.float64) - shift[None, :, None, None]
+                s1 += block.sum(axis=(0, 2, 3))
+                s2 += (block**2).sum(axis=(0, 2, 3))
+            n = chips.shape[0] * chips.shape[2] * chips.shape[3]
+            mean = shift + s1 / n
+            var = np.maximum(s2 - s1**2 / n, 0.0) / max(n - 1, 1)
+            self._stats[modality] = (torch.from_numpy(mean).float(),
+                                     torch.from_numpy(np.sqrt(var)).clamp_min(1e-6).float())
+        return self._stats[modality]
 
     def split(self, modality: str, split: str, *, normalize: bool = True, transforms: Any = None) -> ChipDataset:
         """The PyTorch dataset of one modality and split (standardised with `stats` by default)."""
