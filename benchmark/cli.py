@@ -335,11 +335,14 @@ PAIRING_HELP = ("Teacher partners of methods that use the harness's pairing: per
               help="SemBridge planner: learned attention plans (paper) or POT Sinkhorn. [default: attention]")
 @click.option("--weighting", type=click.Choice(["paper", "official"]), default=None,
               help="SemBridge loss weights: paper (λ1, 1−λ1) or the authors' code's 0.3/0.4/0.003. [default: paper]")
+@click.option("--log-dir", type=click.Path(path_type=Path), default=None,
+              help="Also write TensorBoard event files here (a folder per run): per-epoch losses by term, val OA, "
+                   "timing. Needs tensorboard (pip install 'ackd-bench[tensorboard]').")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_friendly_errors
 def run_cmd(method, arch, teacher_arch, dataset, seeds, profile_name, epochs, device, precision, compile_mode, out,
             resume, teacher_checkpoint, options, pairing, no_ssm, no_dynm, no_ot1, no_ot2, planner, weighting,
-            quiet) -> None:
+            log_dir, quiet) -> None:
     """Train the MS teacher (cached) and an RGB student with one method; write RunResult JSON per seed.
 
     Options given with --option or the SemBridge switches, and a --pairing other than permuted,
@@ -354,6 +357,7 @@ def run_cmd(method, arch, teacher_arch, dataset, seeds, profile_name, epochs, de
       ackd-bench run --method sembridge+dkd --arch resnet18 --no-dynm --planner sinkhorn
       ackd-bench run --method kd --arch mobilenetv2_100 --teacher-arch resnet34 --device cuda --profile paper
       ackd-bench run --method sembridge --arch resnet18 --device cuda --precision bf16 --compile reduce-overhead
+      ackd-bench run --method kd --arch resnet18 --log-dir runs/  # then: tensorboard --logdir runs/
     """
     from ackd_bench.benchmark.boundary import check_output_dir
     from ackd_bench.benchmark.method import method_config
@@ -380,6 +384,13 @@ def run_cmd(method, arch, teacher_arch, dataset, seeds, profile_name, epochs, de
         check_arch(name)
     profile = get_profile(profile_name, epochs=epochs, precision=precision)
     check_output_dir(out)
+    if log_dir is not None:
+        from ackd_bench.benchmark.tblog import LogDirError, check_log_dir
+
+        try:
+            check_log_dir(log_dir)
+        except LogDirError as err:
+            raise click.UsageError(str(err)) from err
     try:  # a mode the device cannot run is a usage error
         check_compile_mode(compile_mode, resolve_device(device))
     except DeviceError as err:
@@ -393,7 +404,7 @@ def run_cmd(method, arch, teacher_arch, dataset, seeds, profile_name, epochs, de
     results = run_experiment(dataset, method=method, arch=arch, teacher_arch=teacher_arch, seeds=seed_list,
                              profile=profile, device=device, out=out, resume=resume, progress=not quiet,
                              teacher_checkpoint=teacher_checkpoint, method_options=option_map,
-                             compile_mode=compile_mode, pairing=pairing)
+                             compile_mode=compile_mode, pairing=pairing, log_dir=log_dir)
     click.echo(f"{'seed':>4}  {'teacher test OA':>15}  {'student val OA':>14}  {'student test OA':>15}  {'epoch':>5}  {'img/s':>7}")
     for r in results:
         click.echo(f"{r['seed']:>4}  {100 * r['teacher']['metrics']['test_oa']:>14.1f}%  "

@@ -88,7 +88,7 @@ def run_experiment(dataset: Path, *, method: str, arch: str, teacher_arch: str |
                    profile: Profile, device: str = "auto", out: Path = Path("results"),
                    resume: bool = False, progress: bool = True, teacher_checkpoint: Path | None = None,
                    method_options: dict[str, Any] | None = None, compile_mode: str = "off",
-                   pairing: str = "permuted") -> list[dict[str, Any]]:
+                   pairing: str = "permuted", log_dir: Path | None = None) -> list[dict[str, Any]]:
     """Train the teacher (or reuse it) and the student for each seed; write one RunResult per seed.
 
     ``compile_mode`` (``off``, ``default``, ``reduce-overhead``) runs the training forward
@@ -101,10 +101,17 @@ def run_experiment(dataset: Path, *, method: str, arch: str, teacher_arch: str |
     pair, seed, epochs, dataset fingerprint, teacher sha256); ``resume`` continues it only under
     the same protocol, and refuses a damaged one before any teacher is trained.
 
+    ``log_dir`` also writes each run's per-epoch losses, val OA and timing as TensorBoard event
+    files (:mod:`benchmark.tblog`, a folder per run id).
+
     Returns:
         The RunResult dicts, in seed order (each also written to ``out``).
     """
     method_config(method, method_options)  # unknown names and options fail before any data is loaded
+    if log_dir is not None:
+        from ackd_bench.benchmark.tblog import check_log_dir
+
+        check_log_dir(log_dir)
     check_pairing(method, pairing)
     label = method_label(method, method_options, pairing)
     teacher_arch = teacher_arch or arch
@@ -132,12 +139,22 @@ def run_experiment(dataset: Path, *, method: str, arch: str, teacher_arch: str |
         true = true_partners(ds, rgb, ms)  # co-located partners of paired and partial builds, else None
         pairs = true if pairing == "permuted" else None
         fixed = oracle_partners(rgb, ms) if pairing == "oracle" else pairs
-        fitted = fit(m, rgb, ms, profile, seed=seed, student_px=profile.student_px, teacher_px=profile.teacher_px,
-                     epochs=profile.epochs, checkpoint=ckpt, resume=resume, progress=progress,
-                     desc=f"{method} seed {seed}", fixed_partners=fixed, compile_mode=compile_mode, pairing=pairing,
-                     protocol={**protocol, "teacher_sha256": tmeta["checkpoint_sha256"]},
-                     context={"fingerprint": ds.fingerprint, "true_partners": true,
-                              "teacher_bands": list(ds.manifest["modalities"]["ms"].get("bands", []))})
+        logger = None
+        if log_dir is not None:
+            from ackd_bench.benchmark.tblog import EpochLogger
+
+            logger = EpochLogger(log_dir, run_id)
+        try:
+            fitted = fit(m, rgb, ms, profile, seed=seed, student_px=profile.student_px, teacher_px=profile.teacher_px,
+                         epochs=profile.epochs, checkpoint=ckpt, resume=resume, progress=progress,
+                         desc=f"{method} seed {seed}", fixed_partners=fixed, compile_mode=compile_mode, pairing=pairing,
+                         protocol={**protocol, "teacher_sha256": tmeta["checkpoint_sha256"]},
+                         context={"fingerprint": ds.fingerprint, "true_partners": true,
+                                  "teacher_bands": list(ds.manifest["modalities"]["ms"].get("bands", []))},
+                         on_epoch=logger)
+        finally:
+            if logger is not None:
+                logger.close()
         own_policy = getattr(m, "pairing_policy", None)
         policy = ("none" if not m.uses_teacher else own_policy if own_policy
                   else ORACLE_POLICY if pairing == "oracle" else CLASS_MEAN_POLICY if pairing == "class-mean"

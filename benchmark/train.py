@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,8 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
         resume: bool = False, progress: bool = True, desc: str = "train",
         fixed_partners: Tensor | None = None, context: dict[str, Any] | None = None,
         teacher_cache: bool = True, compile_mode: str = "off", pairing: str = "permuted",
-        protocol: dict[str, Any] | None = None) -> FitResult:
+        protocol: dict[str, Any] | None = None,
+        on_epoch: Callable[[dict[str, float]], None] | None = None) -> FitResult:
     """Train ``method`` and select the epoch with the best validation OA; test once at that epoch.
 
     Before the first epoch: the frozen teacher's outputs for the whole MS training gallery
@@ -246,6 +248,8 @@ def fit(method: Method, student_data: ModalityData, teacher_data: ModalityData |
             if checkpoint is not None:
                 writer.submit(checkpoint, method, opt, gen, state, run_protocol)
             epoch_times.append({"epoch": epoch, "train_s": train_s, "epoch_s": time.perf_counter() - t_epoch})
+            if on_epoch is not None:  # e.g. TensorBoard (`benchmark.tblog`): the history row and its timing
+                on_epoch({**record, "train_s": train_s, "epoch_s": epoch_times[-1]["epoch_s"]})
             bar.update(1)
             bar.set_postfix({**{k: f"{v:.3f}" for k, v in record.items() if k not in ("epoch", "val_oa")},
                              "val_oa": f"{val['oa']:.3f}"})
