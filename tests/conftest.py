@@ -42,20 +42,51 @@ def cache(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def stac_api(request):
-    """A real STAC API on 127.0.0.1 (stac-fastapi-pgstac on PostgreSQL + pgstac) serving the small world.
+def stac_toolchain():
+    """Where the STAC API stack is installed (`stac_api_server.find_toolchain`).
 
     Skips when the stack is not installed (the reason says how to install it); with
     ACKD_BENCH_REQUIRE_STAC_SERVER=1, as in CI, a missing stack fails instead.
     """
-    from stac_api_server import REQUIRE_ENV, StacApiServer, StackMissing, find_toolchain, stack_required
+    from stac_api_server import REQUIRE_ENV, StackMissing, find_toolchain, stack_required
 
     try:
-        tools = find_toolchain()
+        return find_toolchain()
     except StackMissing as err:
         if stack_required():
             pytest.fail(f"{err} ({REQUIRE_ENV}=1)")
         pytest.skip(str(err))
+
+
+@pytest.fixture(scope="session")
+def stac_api(request, stac_toolchain):
+    """A real STAC API on 127.0.0.1 (stac-fastapi-pgstac on PostgreSQL + pgstac) serving the small world."""
+    from stac_api_server import StacApiServer
+
     world = request.getfixturevalue("small_world")  # rendered only once the stack is known to be there
-    with StacApiServer(world, tools) as server:
+    with StacApiServer(world, stac_toolchain) as server:
         yield server
+
+
+@pytest.fixture
+def token_endpoint(tmp_path, monkeypatch):
+    """A Planetary Computer token endpoint on loopback, planetary_computer pointed at it, an empty token cache."""
+    from fault_server import TOKEN_PATH, FaultServer
+    from planetary_computer import sas
+    from planetary_computer.settings import Settings
+
+    with FaultServer(tmp_path) as server:
+        monkeypatch.setattr(Settings.get(), "sas_url", server.url + TOKEN_PATH)
+        monkeypatch.setenv("PC_SDK_SAS_URL", server.url + TOKEN_PATH)
+        monkeypatch.setattr(sas, "TOKEN_CACHE", {})
+        yield server
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> Path:
+    """A tiny synthetic dataset (1 seed, 4 chips per class and split; MS 16 px, RGB 32 px) for CLI runs."""
+    from ackd_bench.benchmark.dataset import write_dataset
+    from ackd_bench.benchmark.dataset_synthetic import make_synthetic_dataset_inputs
+
+    manifest, samples, arrays = make_synthetic_dataset_inputs(1, per_class_split=4, ms_px=16, rgb_px=32)
+    return write_dataset(tmp_path_factory.mktemp("tiny") / "ds", manifest=manifest, samples=samples, arrays=arrays)

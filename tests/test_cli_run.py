@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
 
 from ackd_bench.benchmark.cli import main
-from ackd_bench.benchmark.dataset import write_dataset
-from ackd_bench.benchmark.dataset_synthetic import make_synthetic_dataset_inputs
 from ackd_bench.benchmark.results import load_run_results
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    manifest, samples, arrays = make_synthetic_dataset_inputs(1, per_class_split=4, ms_px=16, rgb_px=32)
-    return write_dataset(tmp_path_factory.mktemp("tiny") / "ds", manifest=manifest, samples=samples, arrays=arrays)
 
 
 @pytest.fixture(autouse=True)

@@ -16,8 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-from ackd_bench.benchmark.dataset import write_dataset
-from ackd_bench.benchmark.dataset_synthetic import make_synthetic_dataset_inputs
 from ackd_bench.benchmark.results import load_run_results
 
 EXE = str(Path(sys.executable).with_name("ackd-bench"))
@@ -67,12 +65,6 @@ def test_the_installed_plugin_is_listed_with_sembridge_over_it():
     assert any(line.startswith("sembridge+pkt ") for line in lines)
     assert any(line.startswith("kd ") for line in lines)
     assert "failed to load" not in done.stderr
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    manifest, samples, arrays = make_synthetic_dataset_inputs(1, per_class_split=4, ms_px=16, rgb_px=32)
-    return write_dataset(tmp_path_factory.mktemp("tiny") / "ds", manifest=manifest, samples=samples, arrays=arrays)
 
 
 @needs_example

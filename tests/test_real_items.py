@@ -135,19 +135,6 @@ def test_the_land_cover_version_follows_the_presets_year(tmp_path):
     assert sorted(it.properties["esa_worldcover:product_version"] for it in both.items) == ["1.0.0", "2.0.0"]
 
 
-@pytest.fixture
-def token_endpoint(tmp_path, monkeypatch):
-    from fault_server import TOKEN_PATH, FaultServer
-    from planetary_computer import sas
-    from planetary_computer.settings import Settings
-
-    with FaultServer(tmp_path) as server:
-        monkeypatch.setattr(Settings.get(), "sas_url", server.url + TOKEN_PATH)
-        monkeypatch.setenv("PC_SDK_SAS_URL", server.url + TOKEN_PATH)
-        monkeypatch.setattr(sas, "TOKEN_CACHE", {})
-        yield server
-
-
 def _blob_hrefs(raw: dict) -> list[str]:
     return [a["href"] for a in raw["assets"].values() if ".blob.core.windows.net/" in a["href"]]
 
@@ -207,18 +194,12 @@ def _conformance_catalog(root: Path) -> tuple[Path, dict]:
 
 
 @pytest.fixture(scope="module")
-def recorded_api(tmp_path_factory):
+def recorded_api(tmp_path_factory, stac_toolchain):
     """The pgstac STAC API serving the recorded items (skipped or failed as the `stac_api` fixture)."""
-    from stac_api_server import REQUIRE_ENV, StacApiServer, StackMissing, find_toolchain, stack_required
+    from stac_api_server import StacApiServer
 
-    try:
-        tools = find_toolchain()
-    except StackMissing as err:
-        if stack_required():
-            pytest.fail(f"{err} ({REQUIRE_ENV}=1)")
-        pytest.skip(str(err))
     catalog, windows = _conformance_catalog(tmp_path_factory.mktemp("recorded"))
-    with StacApiServer(catalog, tools) as server:
+    with StacApiServer(catalog, stac_toolchain) as server:
         yield server, windows
 
 
@@ -262,30 +243,30 @@ def _check_labels_and_values(ds, windows: dict, ms_ids: set[str], rgb_ids: set[s
                 assert base <= band.min() and band.max() <= base + 6, (row["item_id"], base, band.min(), band.max())
 
 
-def test_build_dataset_from_recorded_planetary_computer_items(recorded_api, tmp_path):
+def _build_from(recorded_api, tmp_path, profile: str, ms_items: list[str]):
+    """Build with ``profile`` from the recorded S2 items ``ms_items`` and both NAIP items; checked."""
     server, windows = recorded_api
-    pc_s2 = [p.stem for p in recorded_items("planetary-computer", "sentinel-2-l2a")]
     naip = [p.stem for p in recorded_items("planetary-computer", "naip")]
-    preset = _preset("planetary-computer", [windows[i] for i in pc_s2], [windows[i] for i in naip])
-    done = _build(server, preset, tmp_path / "pc")
+    preset = _preset(profile, [windows[i] for i in ms_items], [windows[i] for i in naip])
+    done = _build(server, preset, tmp_path / profile)
     assert done.returncode == 0, done.stderr[-3000:]
-    ds = load_dataset(tmp_path / "pc")
-    _check_labels_and_values(ds, windows, set(pc_s2), set(naip))
+    ds = load_dataset(tmp_path / profile)
+    _check_labels_and_values(ds, windows, set(ms_items), set(naip))
     assert ds.manifest["provenance"]["catalog_mode"] == "api"
-    # Both processing baselines (02.12 without the offset, 05.10 with it) and both NAIP GSDs are in.
     assert (ds.samples["modality"] == "ms").sum() == (ds.samples["modality"] == "rgb").sum() == 2 * 6
+    return ds
+
+
+def test_build_dataset_from_recorded_planetary_computer_items(recorded_api, tmp_path):
+    """Both processing baselines (02.12 without the offset, 05.10 with it) in one build, both NAIP GSDs."""
+    _build_from(recorded_api, tmp_path, "planetary-computer",
+                [p.stem for p in recorded_items("planetary-computer", "sentinel-2-l2a")])
 
 
 def test_build_dataset_from_a_recorded_earth_search_item(recorded_api, tmp_path):
     """Earth Search's asset names and its offset flag (applied: nothing to remove, though the item's
     raster:bands still say offset -0.1); NAIP and WorldCover from the same catalogue (``--catalog``)."""
-    server, windows = recorded_api
-    es_s2 = [p.stem for p in recorded_items("earth-search", "sentinel-2-l2a")]
-    naip = [p.stem for p in recorded_items("planetary-computer", "naip")]
-    preset = _preset("earth-search", [windows[i] for i in es_s2], [windows[i] for i in naip])
-    done = _build(server, preset, tmp_path / "es")
-    assert done.returncode == 0, done.stderr[-3000:]
-    ds = load_dataset(tmp_path / "es")
-    _check_labels_and_values(ds, windows, set(es_s2), set(naip))
+    ds = _build_from(recorded_api, tmp_path, "earth-search",
+                     [p.stem for p in recorded_items("earth-search", "sentinel-2-l2a")])
     hrefs = [json.loads(h) for h in ds.samples[ds.samples["modality"] == "ms"]["hrefs"]]
     assert all(h["B04"].endswith("/red.tif") for h in hrefs)  # Earth Search's asset for B04

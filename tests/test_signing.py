@@ -28,16 +28,9 @@ TOKENS = f"^{TOKEN_PATH}/"
 
 
 @pytest.fixture
-def endpoint(tmp_path, monkeypatch):
-    """A Planetary Computer token endpoint on loopback, planetary_computer pointed at it, an empty token cache."""
-    from planetary_computer import sas
-    from planetary_computer.settings import Settings
-
-    with FaultServer(tmp_path) as server:
-        monkeypatch.setattr(Settings.get(), "sas_url", server.url + TOKEN_PATH)
-        monkeypatch.setenv("PC_SDK_SAS_URL", server.url + TOKEN_PATH)
-        monkeypatch.setattr(sas, "TOKEN_CACHE", {})
-        yield server
+def endpoint(token_endpoint):
+    """The loopback token endpoint (conftest's `token_endpoint`)."""
+    return token_endpoint
 
 
 def _token_statuses(server: FaultServer) -> list[int]:
