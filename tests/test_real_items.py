@@ -166,21 +166,14 @@ TREE, CROP = 10, 40  # WorldCover codes written west / east of each window's cen
 def _conformance_catalog(root: Path) -> tuple[Path, dict]:
     """The recorded imagery items with local COGs, and land-cover items for their tiles (v200 as the
     preset asks; v100 with the classes swapped, so labels from the wrong version would show)."""
-    pc = get_profile("planetary-computer")
-    es = get_profile("earth-search")
     entries, windows = [], {}
-    for path in recorded_items("planetary-computer", "sentinel-2-l2a"):
-        entry = pc.collections["sentinel-2-l2a"]
-        raw = load(path)
-        item, windows[raw["id"]] = write_s2(raw, {b: entry.bands[b][0] for b in S2_BANDS}, entry.qa_asset,
-                                            root / "sentinel-2-l2a" / raw["id"])
-        entries.append(("sentinel-2-l2a", root / "sentinel-2-l2a" / raw["id"], item))
-    for path in recorded_items("earth-search", "sentinel-2-l2a"):
-        entry = es.collections["sentinel-2-l2a"]
-        raw = load(path)
-        item, windows[raw["id"]] = write_s2(raw, {b: entry.bands[b][0] for b in S2_BANDS}, entry.qa_asset,
-                                            root / "sentinel-2-l2a" / raw["id"])
-        entries.append(("sentinel-2-l2a", root / "sentinel-2-l2a" / raw["id"], item))
+    for catalogue in ("planetary-computer", "earth-search"):
+        entry = get_profile(catalogue).collections["sentinel-2-l2a"]
+        for path in recorded_items(catalogue, "sentinel-2-l2a"):
+            raw = load(path)
+            folder = root / "sentinel-2-l2a" / raw["id"]
+            item, windows[raw["id"]] = write_s2(raw, {b: entry.bands[b][0] for b in S2_BANDS}, entry.qa_asset, folder)
+            entries.append(("sentinel-2-l2a", folder, item))
     for path in recorded_items("planetary-computer", "naip"):
         raw = load(path)
         item, windows[raw["id"]] = write_naip(raw, root / "naip" / raw["id"])
