@@ -15,17 +15,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ackd_bench.benchmark.method import Batch, Method
+from ackd_bench.benchmark.precision import float32_loss
 
 __all__ = ["PKT", "PKTConfig", "pkt_loss"]
 
 
 def _conditional(features: Tensor, eps: float) -> Tensor:
     """Row-normalised cosine affinities (cos + 1) / 2 of a batch: P[i, j] = p(j | i)."""
-    unit = F.normalize(features.float(), dim=1, eps=eps)
+    unit = F.normalize(features, dim=1, eps=eps)
     affinity = (unit @ unit.T + 1.0) / 2.0
     return affinity / affinity.sum(dim=1, keepdim=True)
 
 
+@float32_loss  # at least float32 (float64 stays), also under bf16 autocast: like every built-in loss
 def pkt_loss(features_s: Tensor, features_t: Tensor, eps: float = 1e-7) -> Tensor:
     """Passalis & Tefas (2018), eq. 10 with the cosine kernel (their eq. 12):
     sum_ij P_t[i, j] log(P_t[i, j] / P_s[i, j]) over the batch, P = row-normalised (cos + 1) / 2.
