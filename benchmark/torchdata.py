@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import default_collate, get_worker_info
 
-from ackd_bench.benchmark.data import pair_carrying_class, pair_same_class
+from ackd_bench.benchmark.data import DataError, pair_carrying_class, pair_same_class
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -123,17 +123,13 @@ class SameClassPartners:
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         batch = default_collate(samples)
-        labels = batch["label"]
-        if self.teacher.sets is not None:
-            present = self.teacher.sets[:, torch.unique(labels)].sum(dim=0)
-        else:
-            present = torch.bincount(self.teacher.targets, minlength=len(self.teacher.classes))[torch.unique(labels)]
-        if (present == 0).any():
-            raise ValueError("a student class of this batch has no teacher sample to pair with")
-        if self.teacher.sets is not None:
-            picks = pair_carrying_class(labels, self.teacher.sets, self._generator())
-        else:
-            picks = pair_same_class(labels, self.teacher.targets, self._generator())
+        try:  # the harness's own draws, which also refuse a class without teacher samples
+            if self.teacher.sets is not None:
+                picks = pair_carrying_class(batch["label"], self.teacher.sets, self._generator())
+            else:
+                picks = pair_same_class(batch["label"], self.teacher.targets, self._generator())
+        except DataError as err:
+            raise ValueError(f"{err} (in this batch)") from None
         partners = [self.teacher[int(i)] for i in picks]
         batch["partner_image"] = torch.stack([p["image"] for p in partners])
         batch["partner_label"] = torch.stack([p["label"] for p in partners])

@@ -190,14 +190,12 @@ def write_worldcover(template: dict, windows: list[Window], folder: Path,
     local map: ``codes[0]`` west of each window's centre, ``codes[1]`` east of it, 0 elsewhere."""
     version = template["properties"]["esa_worldcover:product_version"]
     year = template["properties"]["start_datetime"][:4]
-    tiles: dict[str, list[Window]] = {}
+    tiles: dict[tuple[str, int, int], list[Window]] = {}
     for window in windows:
         w, s, e, n = window.lonlat()
-        name, _, _ = worldcover_tile((w + e) / 2, (s + n) / 2)
-        tiles.setdefault(name, []).append(window)
+        tiles.setdefault(worldcover_tile((w + e) / 2, (s + n) / 2), []).append(window)
     items = []
-    for name, members in sorted(tiles.items()):
-        west_tile, south_tile = worldcover_tile(*_centre(members[0]))[1:]
+    for (name, west_tile, south_tile), members in sorted(tiles.items()):
         boxes = [m.lonlat() for m in members]
         w = min(b[0] for b in boxes) - 0.01
         s = min(b[1] for b in boxes) - 0.01
@@ -228,8 +226,7 @@ def write_worldcover(template: dict, windows: list[Window], folder: Path,
         item["properties"]["esa_worldcover:product_tile"] = name
         tile_box = [west_tile, south_tile, west_tile + 3, south_tile + 3]
         item["bbox"] = tile_box
-        item["geometry"] = shapely.geometry.mapping(shapely.geometry.box(*tile_box))
-        item["geometry"] = json.loads(json.dumps(item["geometry"]))  # tuples -> lists
+        item["geometry"] = json.loads(json.dumps(shapely.geometry.mapping(shapely.geometry.box(*tile_box))))  # lists
         for key, asset in item["assets"].items():
             if "proj:transform" in asset:
                 res = asset["proj:transform"][0]
@@ -237,11 +234,6 @@ def write_worldcover(template: dict, windows: list[Window], folder: Path,
             asset["href"] = "./map.tif" if key == "map" else f"./missing-{key}"
         items.append((sub, item))
     return items
-
-
-def _centre(window: Window) -> tuple[float, float]:
-    w, s, e, n = window.lonlat()
-    return (w + e) / 2, (s + n) / 2
 
 
 def write_static_catalog(root: Path, entries: list[tuple[str, Path, dict]]) -> Path:
