@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ackd_bench.benchmark.dataset_files import atomic_write_text
+from ackd_bench.benchmark.dataset.files import atomic_write_text
 from ackd_bench.benchmark.errors import AckdBenchError
 
 RESULT_SCHEMA_VERSION = 1

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ackd_bench.benchmark.dataset_files import atomic_write_bytes
+from ackd_bench.benchmark.dataset.files import atomic_write_bytes
 from ackd_bench.benchmark.table import CI_LEVEL, TEACHER_ROW, metric_heading, method_sort_key, table_blocks
 
 GROUP_WIDTH = 0.8  # share of a pair's slot on the x axis that its bars fill

@@ -9,8 +9,9 @@ from typing import Any
 
 
 from ackd_bench.benchmark.data import ModalityData
-from ackd_bench.benchmark.dataset import Dataset, atomic_write_text, sha256_file
-from ackd_bench.benchmark.dataset_files import cache_root
+from ackd_bench.benchmark.dataset import Dataset
+from ackd_bench.benchmark.dataset.files import atomic_write_text, sha256_file
+from ackd_bench.benchmark.dataset.files import cache_root
 from ackd_bench.benchmark.method import DataInfo
 from ackd_bench.benchmark.models import Classifier, create_classifier
 from ackd_bench.benchmark.protocol import Profile

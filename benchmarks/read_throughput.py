@@ -42,7 +42,7 @@ import numpy as np
 import rasterio
 from RangeHTTPServer import RangeRequestHandler
 
-from ackd_bench.benchmark.dataset_files import atomic_write_text
+from ackd_bench.benchmark.dataset.files import atomic_write_text
 from ackd_bench.curation.parallel import READS_PER_WORKER, ReadPool
 from ackd_bench.curation.presets import BandSource, ModalitySpec
 from ackd_bench.curation.reading import ItemRef, read_chip

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ackd_bench.benchmark.dataset_files import atomic_write_text
+from ackd_bench.benchmark.dataset.files import atomic_write_text
 from ackd_bench.sembridge.matching import changed_fraction, rematch_students
 
 

@@ -18,7 +18,8 @@ import shapely
 import shapely.geometry
 
 from ackd_bench.benchmark.boundary import InputError, check_output_dir
-from ackd_bench.benchmark.dataset import atomic_write_text, is_complete_dataset, write_dataset
+from ackd_bench.benchmark.dataset import is_complete_dataset, write_dataset
+from ackd_bench.benchmark.dataset.files import atomic_write_text
 from ackd_bench.benchmark.errors import AckdBenchError, DatasetExistsError
 from ackd_bench.curation.assemble import MODALITIES, assemble, build_manifest
 from ackd_bench.curation.catalog_profiles import OFFSET_PROPERTIES

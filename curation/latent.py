@@ -20,7 +20,7 @@ import shapely
 import shapely.geometry
 from rasterio.enums import Resampling
 
-from ackd_bench.benchmark.dataset import atomic_write_text
+from ackd_bench.benchmark.dataset.files import atomic_write_text
 from ackd_bench.curation.pairing import lonlat_boxes
 from ackd_bench.curation.parallel import ReadPool
 from ackd_bench.curation.presets import LatentSpec, Preset

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ackd_bench.benchmark.dataset_files import atomic_write_text, fsync_dir
+from ackd_bench.benchmark.dataset.files import atomic_write_text, fsync_dir
 from ackd_bench.leaderboard.submission import ID_PATTERN, LeaderboardError, read_bundle, validate
 from ackd_bench.leaderboard.transaction import (
     IGNORED,

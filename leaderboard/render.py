@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ackd_bench.benchmark.dataset_files import atomic_write_bytes
+from ackd_bench.benchmark.dataset.files import atomic_write_bytes
 from ackd_bench.leaderboard.submission import LeaderboardError, read_bundle
 from ackd_bench.leaderboard.transaction import begin, board_lock, end, pause_point, recover
 

@@ -75,7 +75,7 @@ def pack(results_dir: Path, *, out: Path, name: str, affiliation: str, code_url:
         LeaderboardError: the folder mixes several methods/pairs/datasets, has too few or duplicate
             seeds, holds runs without predictions, or the bundle would not validate.
     """
-    from ackd_bench.benchmark.dataset_files import atomic_write_text
+    from ackd_bench.benchmark.dataset.files import atomic_write_text
 
     # Composed Unicode (NFC), as validation requires: a name typed with combining accents is the same name.
     name, affiliation, licence = (unicodedata.normalize("NFC", t) for t in (name, affiliation, licence))

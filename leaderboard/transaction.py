@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ackd_bench.benchmark.dataset_files import atomic_write_text, fsync_dir
+from ackd_bench.benchmark.dataset.files import atomic_write_text, fsync_dir
 
 LOCK_FILE = ".leaderboard.lock"
 JOURNAL_FILE = ".leaderboard-journal.json"

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from ackd_bench.benchmark.boundary import InputError, expect_mapping
 from ackd_bench.benchmark.boundary import load_file as load_user_file
 from ackd_bench.benchmark.data import ModalityData
-from ackd_bench.benchmark.dataset_files import atomic_write_text, cache_root, sha256_file
+from ackd_bench.benchmark.dataset.files import atomic_write_text, cache_root, sha256_file
 from ackd_bench.benchmark.models import create_classifier
 from ackd_bench.benchmark.precision import autocast, float32_loss
 from torch import Tensor, nn

@@ -167,7 +167,7 @@ def rgb_band_index(bands: list[str] | tuple[str, ...]) -> tuple[int, int, int]:
     """Positions of the red, green and blue bands in an MS band list (for the matcher's pseudo-RGB).
 
     Raises:
-        MethodError: a colour band is missing (then SSM cannot run: ``--no-ssm`` runs without it).
+        MethodError: a colour band is missing (then SSM cannot run: ``-o ssm=false`` runs without it).
     """
     lower = [b.lower() for b in bands]
     out = []
@@ -175,7 +175,7 @@ def rgb_band_index(bands: list[str] | tuple[str, ...]) -> tuple[int, int, int]:
         hit = next((lower.index(n.lower()) for n in names if n.lower() in lower), None)
         if hit is None:
             raise MethodError(f"the MS bands {list(bands)} have no {names[0]}/{names[-1]} band, so SemBridge's "
-                              "matcher cannot make pseudo-RGB; run with --no-ssm")
+                              "matcher cannot make pseudo-RGB; run with -o ssm=false")
         out.append(hit)
     return out[0], out[1], out[2]
 
@@ -514,7 +514,8 @@ def _sembridge_over(base: type[Method]) -> type[Method]:
     fields = [(f.name, f.type, dataclasses.field(default=f.default)) for f in dataclasses.fields(SemBridgeOptions)]
     fields += [(f.name, f.type, dataclasses.field(default=f.default)) for f in base_fields]
     config = dataclasses.make_dataclass(f"SemBridge_{base.__name__}_Config", fields, frozen=True,
-                                        namespace={"__post_init__": _check_options})
+                                        namespace={"__post_init__": _check_options,
+                                                   "__doc__": SemBridgeOptions.__doc__})
     return type(f"SemBridge_{base.__name__}", (SemBridge,), {
         "Base": base, "Config": config, "paper": PAPER, "__module__": __name__,
         "description": f"SemBridge (SSM/DynM matching + SKA alignment) over {base.name}: {base.description}",

@@ -214,7 +214,7 @@ class SemanticPlanner(nn.Module):
 
 
 class SinkhornPlanner(SemanticPlanner):
-    """``--planner sinkhorn``: an explicit entropic OT plan between student and teacher tokens (POT).
+    """``planner=sinkhorn``: an explicit entropic OT plan between student and teacher tokens (POT).
 
     Per sample, Π = the log-domain Sinkhorn plan (POT, ``ot.batch.solve_batch``, all samples of a
     batch in one call) between uniform marginals 1/n_s and 1/n_t with the cost

@@ -86,7 +86,7 @@ def token_endpoint(tmp_path, monkeypatch):
 def tiny(tmp_path_factory) -> Path:
     """A tiny synthetic dataset (1 seed, 4 chips per class and split; MS 16 px, RGB 32 px) for CLI runs."""
     from ackd_bench.benchmark.dataset import write_dataset
-    from ackd_bench.benchmark.dataset_synthetic import make_synthetic_dataset_inputs
+    from ackd_bench.benchmark.dataset.synthetic import make_synthetic_dataset_inputs
 
     manifest, samples, arrays = make_synthetic_dataset_inputs(1, per_class_split=4, ms_px=16, rgb_px=32)
     return write_dataset(tmp_path_factory.mktemp("tiny") / "ds", manifest=manifest, samples=samples, arrays=arrays)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ackd_bench.benchmark.dataset import verify_dataset, write_dataset
-from ackd_bench.benchmark.dataset_synthetic import make_synthetic_dataset_inputs
+from ackd_bench.benchmark.dataset.synthetic import make_synthetic_dataset_inputs
 from ackd_bench.benchmark.errors import DatasetCorruptError
 from ackd_bench.curation.card import _display_bands, _pick, measure_overlap, write_card
 

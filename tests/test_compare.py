@@ -17,7 +17,7 @@ from test_table import FP_A, FP_B, make_result  # the table tests' RunResult fac
 from ackd_bench.benchmark.cli import main
 from ackd_bench.benchmark.compare import CompareError, compare, render_comparison, true_test_labels
 from ackd_bench.benchmark.dataset import write_dataset
-from ackd_bench.benchmark.dataset_synthetic import make_synthetic_dataset_inputs
+from ackd_bench.benchmark.dataset.synthetic import make_synthetic_dataset_inputs
 from ackd_bench.benchmark.protocol import classification_metrics
 from ackd_bench.benchmark.results import ResultSchemaError, write_run_result
 from ackd_bench.benchmark.runner import test_predictions as pin_predictions

@@ -18,20 +18,19 @@ from shapely.affinity import translate
 
 from ackd_bench.benchmark.dataset import (
     MODALITIES,
-    SAMPLE_COLUMNS,
     SCHEMA_VERSION,
     SPLITS,
     Dataset,
-    atomic_write_text,
-    compute_fingerprint,
     is_complete_dataset,
     load_dataset,
     summarize,
     verify_dataset,
     write_dataset,
 )
-from ackd_bench.benchmark.dataset_synthetic import make_synthetic_dataset_inputs
-from ackd_bench.benchmark.dataset_write import clean_stale_staging
+from ackd_bench.benchmark.dataset.files import atomic_write_text
+from ackd_bench.benchmark.dataset.schema import SAMPLE_COLUMNS, compute_fingerprint
+from ackd_bench.benchmark.dataset.synthetic import make_synthetic_dataset_inputs
+from ackd_bench.benchmark.dataset.write import clean_stale_staging
 from ackd_bench.benchmark.errors import (
     AckdBenchError,
     DatasetCorruptError,

@@ -21,7 +21,7 @@ from scipy.io import savemat
 from ackd_bench.benchmark.cli import main
 from ackd_bench.benchmark.data import load_modality
 from ackd_bench.benchmark.dataset import load_dataset
-from ackd_bench.benchmark.import_paper import ImportPaperError, import_paper
+from ackd_bench.benchmark.dataset.import_paper import ImportPaperError, import_paper
 
 PER_CLASS = 7  # 70/15/15 of 7: 5 train, 1 val, 1 test
 CLASSES = {

@@ -19,7 +19,7 @@ from ackd_bench.benchmark.cli import main
 from ackd_bench.benchmark.compare import compare
 from ackd_bench.benchmark.data import DataError, load_modality
 from ackd_bench.benchmark.dataset import load_dataset, write_dataset
-from ackd_bench.benchmark.dataset_synthetic import make_synthetic_dataset_inputs
+from ackd_bench.benchmark.dataset.synthetic import make_synthetic_dataset_inputs
 from ackd_bench.benchmark.method import DataInfo
 from ackd_bench.benchmark.models import create_classifier
 from ackd_bench.benchmark.protocol import classification_metrics, get_profile

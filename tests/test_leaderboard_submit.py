@@ -15,7 +15,7 @@ from jsonschema import Draft202012Validator
 
 from ackd_bench.benchmark.cli import main
 from ackd_bench.benchmark.dataset import write_dataset
-from ackd_bench.benchmark.dataset_synthetic import make_synthetic_dataset_inputs
+from ackd_bench.benchmark.dataset.synthetic import make_synthetic_dataset_inputs
 from ackd_bench.benchmark.protocol import classification_metrics, get_profile
 from ackd_bench.benchmark.runner import run_experiment
 from ackd_bench.benchmark.runner import test_predictions as hash_predictions

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from ackd_bench.benchmark.dataset import write_dataset
-from ackd_bench.benchmark.dataset_synthetic import make_synthetic_dataset_inputs
+from ackd_bench.benchmark.dataset.synthetic import make_synthetic_dataset_inputs
 from ackd_bench.leaderboard.board import add_submission, init, submit
 from ackd_bench.leaderboard.render import render_board
 from ackd_bench.leaderboard.transaction import JOURNAL_FILE, PAUSE_ENV

@@ -11,7 +11,7 @@ import torch
 
 from ackd_bench.benchmark.data import load_modality, pair_carrying_class
 from ackd_bench.benchmark.dataset import load_dataset, write_dataset
-from ackd_bench.benchmark.dataset_synthetic import make_synthetic_dataset_inputs
+from ackd_bench.benchmark.dataset.synthetic import make_synthetic_dataset_inputs
 from ackd_bench.benchmark.errors import DatasetSchemaError
 from ackd_bench.benchmark.method import Batch, DataInfo
 from ackd_bench.benchmark.models import create_classifier

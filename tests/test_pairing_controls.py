@@ -17,7 +17,7 @@ from ackd_bench.benchmark.data import (ModalityData, PairingError, draw_flips, l
                                        oracle_partners,
                                        pair_same_class, partner_quality)
 from ackd_bench.benchmark.dataset import load_dataset, write_dataset
-from ackd_bench.benchmark.dataset_synthetic import make_synthetic_dataset_inputs
+from ackd_bench.benchmark.dataset.synthetic import make_synthetic_dataset_inputs
 from ackd_bench.benchmark.gallery import ClassMeans, build_gallery
 from ackd_bench.benchmark.method import Batch, DataInfo, Method
 from ackd_bench.benchmark.models import ModelOutput, create_classifier

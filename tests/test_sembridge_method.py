@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from ackd_bench.benchmark.cli import main
 from ackd_bench.benchmark.data import latent_vectors, load_modality, true_partners
 from ackd_bench.benchmark.dataset import load_dataset, write_dataset
-from ackd_bench.benchmark.dataset_synthetic import make_synthetic_dataset_inputs
+from ackd_bench.benchmark.dataset.synthetic import make_synthetic_dataset_inputs
 from ackd_bench.benchmark.method import (Batch, DataInfo, MethodError, create_method, get_method_class,
                                          list_methods, method_config)
 from ackd_bench.benchmark.models import create_classifier
@@ -392,7 +392,7 @@ def test_interrupted_run_resumes_with_the_same_partners(tiny, cache, tmp_path):
 def test_rgb_band_index():
     assert rgb_band_index(["B02", "B03", "B04", "B08"]) == (2, 1, 0)
     assert rgb_band_index(["blue", "green", "red", "nir"]) == (2, 1, 0)
-    with pytest.raises(MethodError, match="--no-ssm"):
+    with pytest.raises(MethodError, match="-o ssm=false"):
         rgb_band_index(["B08", "B11", "B12"])
 
 
@@ -456,7 +456,7 @@ def test_cli_sembridge_run_and_ablation_are_separate_rows(tiny, cache, tmp_path)
               "--out", out, "--quiet", "--option", "matcher_epochs=1", "--option", "diagnostic_samples=10"]
     run = CliRunner().invoke(main, [str(a) for a in ["run", "--method", "sembridge", *common]])
     assert run.exit_code == 0, run.output
-    run = CliRunner().invoke(main, [str(a) for a in ["run", "--method", "sembridge", "--no-ssm", "--no-ot1",
+    run = CliRunner().invoke(main, [str(a) for a in ["run", "--method", "sembridge", "-o", "ssm=false", "-o", "ot1=false",
                                                      *common]])
     assert run.exit_code == 0, run.output
     results = {r["method"]["label"]: r for r in load_run_results([out])}
@@ -473,10 +473,10 @@ def test_cli_sembridge_run_and_ablation_are_separate_rows(tiny, cache, tmp_path)
     assert table.exit_code == 0 and all(f"| {label} |" in table.output for label in labels)
 
 
-def test_cli_sembridge_switches_refuse_other_methods(tiny, cache, tmp_path):
+def test_cli_sembridge_options_refuse_other_methods(tiny, cache, tmp_path):
     res = CliRunner().invoke(main, ["run", "--method", "kd", "--arch", "resnet18", "--dataset", str(tiny),
-                                    "--no-ssm", "--out", str(tmp_path)])
-    assert res.exit_code == 2 and "--no-ssm apply to SemBridge methods only" in res.output
+                                    "-o", "ssm=false", "--out", str(tmp_path)])
+    assert res.exit_code == 1 and "method 'kd' has no option(s) ssm" in res.output
     assert not any(tmp_path.iterdir())
 
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from ackd_bench.benchmark.cli import main
 from ackd_bench.benchmark.dataset import write_dataset
-from ackd_bench.benchmark.dataset_synthetic import make_synthetic_dataset_inputs
+from ackd_bench.benchmark.dataset.synthetic import make_synthetic_dataset_inputs
 from ackd_bench.benchmark.results import load_run_results
 from ackd_bench.benchmark.sweep import GridError, expand_grid, list_grids, load_grid, parse_grid
 

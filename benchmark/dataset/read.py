@@ -9,8 +9,8 @@ import geopandas as gpd
 import numpy as np
 
 from ackd_bench.benchmark.boundary import InputError, load_file
-from ackd_bench.benchmark.dataset_files import list_files, parse_checksums, sha256_file
-from ackd_bench.benchmark.dataset_schema import (
+from ackd_bench.benchmark.dataset.files import list_files, parse_checksums, sha256_file
+from ackd_bench.benchmark.dataset.schema import (
     CHECKSUMS_FILE,
     MANIFEST_FILE,
     MODALITIES,

@@ -12,9 +12,9 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 
-from ackd_bench.benchmark.dataset_files import atomic_write_bytes, atomic_write_text, sha256_file
-from ackd_bench.benchmark.dataset_read import read_dataset_parts
-from ackd_bench.benchmark.dataset_schema import (
+from ackd_bench.benchmark.dataset.files import atomic_write_bytes, atomic_write_text, sha256_file
+from ackd_bench.benchmark.dataset.read import read_dataset_parts
+from ackd_bench.benchmark.dataset.schema import (
     LATENT_COLUMNS,
     MODALITIES,
     READABLE_SCHEMA_VERSIONS,
@@ -27,7 +27,7 @@ from ackd_bench.benchmark.dataset_schema import (
     check_samples,
     compute_fingerprint,
 )
-from ackd_bench.benchmark.dataset_write import (
+from ackd_bench.benchmark.dataset.write import (
     FILLED_KEYS,
     CardWriter,
     check_target,

@@ -16,7 +16,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from ackd_bench.benchmark.dataset_files import (
+from ackd_bench.benchmark.dataset.files import (
     atomic_write_bytes,
     atomic_write_text,
     format_checksums,
@@ -25,7 +25,7 @@ from ackd_bench.benchmark.dataset_files import (
     list_files,
     parse_checksums,
 )
-from ackd_bench.benchmark.dataset_schema import (
+from ackd_bench.benchmark.dataset.schema import (
     CHECKSUMS_FILE,
     MANIFEST_FILE,
     MODALITIES,
