@@ -102,3 +102,26 @@ def test_run_checks_its_arguments_before_building_the_default_demo_dataset(args,
     assert res.exit_code != 0 and message in res.output, res.output
     assert "building the demo dataset" not in res.output and "Traceback" not in res.output
     assert not (tmp_path / "data").exists()
+
+
+def test_the_command_line_is_assembled_from_light_group_modules():
+    """`main` only assembles: every command comes from a group module, and neither --help nor
+    any group import loads torch (the commands import what they drive when they run)."""
+    code = (
+        "import sys\n"
+        "from ackd_bench.benchmark.cli import main\n"
+        "assert 'torch' not in sys.modules, 'importing the CLI loaded torch'\n"
+        "import json\n"
+        "print(json.dumps({name: cmd.callback.__module__ for name, cmd in main.commands.items()}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    owners = json.loads(done.stdout)
+    assert owners["build-dataset"] == owners["presets"] == owners["demo-catalog"] == "ackd_bench.curation.cli"
+    assert owners["inspect"] == owners["import-paper"] == "ackd_bench.benchmark.dataset.cli"
+    assert owners["run"] == owners["methods"] == owners["sweep"] == "ackd_bench.benchmark.run_cli"
+    assert owners["table"] == owners["compare"] == "ackd_bench.benchmark.report_cli"
+    assert owners["leaderboard"] == "ackd_bench.leaderboard.cli"
+    assert "ackd_bench.benchmark.cli" not in owners.values()
+    for name in owners:
+        assert CliRunner().invoke(main, [name, "--help"]).exit_code == 0, name

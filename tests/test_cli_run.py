@@ -47,6 +47,30 @@ def test_methods_lists_every_baseline():
         assert f"\n{name} " in "\n" + res.output
 
 
+def test_methods_options_lists_each_option_with_its_default_and_description():
+    import dataclasses
+
+    from ackd_bench.benchmark.method import get_method_class
+    from ackd_bench.sembridge.method import SemBridgeOptions
+
+    res = _run("methods", "sembridge+dkd", "--options")
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    # Every option of the flat Config (SemBridge's, then DKD's), in order, as `-o` would spell its default.
+    config = get_method_class("sembridge+dkd").Config
+    shown = [line.split(" = ")[0].strip() for line in lines if " = " in line]
+    assert shown == [f.name for f in dataclasses.fields(config)]
+    assert "    ssm = true  (bool)" in "\n".join(lines)
+    assert any(line.strip() == "warmup_epochs = null  (int | None)" for line in lines)
+    # A description comes from the Attributes entry of SemBridgeOptions' docstring, continuation lines joined.
+    after_dynm = lines[next(i for i, line in enumerate(lines) if line.strip().startswith("dynm = ")) + 1]
+    assert after_dynm.strip().startswith("DynM re-matching at the curriculum epochs")
+    assert "dynm" in (SemBridgeOptions.__doc__ or "")
+    # The listed names are the ones `run -o` accepts: an option of SemBridge's refuses a method without it.
+    res = _run("run", "--method", "kd", "--arch", "resnet18", "-o", "dynm=false", "--dataset", "nowhere")
+    assert res.exit_code == 1 and "method 'kd' has no option(s) dynm; its options: temperature" in res.output
+
+
 def test_run_bad_inputs(tiny, tmp_path, monkeypatch):
     res = _run("run", "--method", "nope", "--arch", "resnet18", "--dataset", tiny, "--out", tmp_path)
     assert res.exit_code != 0 and "known methods" in res.output and "dkd" in res.output
