@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DATA ?= data
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all install install-test clean
+.PHONY: demo test test-all install install-test clean docs docs-serve
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,16 @@ test: install-test
 
 test-all: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The documentation site (mkdocs.yml, docs/): strict, so any warning fails; the site goes to build/site.
+# Installs the docs extra when its packages are missing. NO_MKDOCS_2_WARNING silences Material's banner.
+DOCS_ENV := NO_MKDOCS_2_WARNING=1
+docs: install
+	$(BIN)/python -c "import mkdocs, material, mkdocstrings_handlers.python" 2>/dev/null || $(BIN)/python -m pip install -e '.[docs]'
+	$(DOCS_ENV) $(BIN)/python -m mkdocs build --strict
+
+docs-serve: docs
+	$(DOCS_ENV) $(BIN)/python -m mkdocs serve
 
 clean:
 	rm -rf $(DATA)/demo $(RESULTS) .pytest_cache

@@ -45,7 +45,8 @@ def ctkd_temperature(theta: Tensor, lam: float, *, t_start: float, t_end: float)
     Args:
         theta: 0-d learnable parameter.
         lam: reversal factor λ (≤ 0 reverses; see :func:`scale_gradient`).
-        t_start, t_end: range of τ (official 1 and 20).
+        t_start: lower end of τ's range (official 1).
+        t_end: width of τ's range above t_start (official 20).
     """
     return t_start + t_end * torch.sigmoid(scale_gradient(theta, lam))
 

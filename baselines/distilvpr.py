@@ -153,7 +153,8 @@ def cross_agent_loss(emb_s: Tensor, emb_t: Tensor, kind: str, *, c: float, w_st2
         emb_t: (B, D) teacher embeddings (same width).
         kind: "euclidean", "cosine" or "geodesic".
         c: Poincaré-ball curvature magnitude (geodesic only).
-        w_st2ss, w_tt2st: weights of the two MSE terms.
+        w_st2ss: weight of the MSE between the student-student and student-teacher relations.
+        w_tt2st: weight of the MSE between the student-teacher and teacher-teacher relations.
 
     Returns:
         0-d tensor.

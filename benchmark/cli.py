@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from ackd_bench.benchmark.dataset.cli import import_paper_cmd, inspect_cmd
+from ackd_bench.benchmark.dataset.cli import export_cmd, import_paper_cmd, inspect_cmd
 from ackd_bench.benchmark.report_cli import compare_cmd, table_cmd
 from ackd_bench.benchmark.run_cli import methods_cmd, run_cmd, sweep_cmd
 from ackd_bench.curation.cli import build_dataset, demo_catalog, presets_cmd
@@ -27,7 +27,7 @@ def main() -> None:
 
 
 for command in (build_dataset, presets_cmd, demo_catalog,  # curation
-                inspect_cmd, import_paper_cmd,  # the dataset
+                inspect_cmd, import_paper_cmd, export_cmd,  # the dataset
                 methods_cmd, run_cmd, sweep_cmd,  # training
                 table_cmd, compare_cmd,  # reporting
                 leaderboard_group):

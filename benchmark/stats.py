@@ -166,7 +166,8 @@ def paired_bootstrap_deltas(correct_a: np.ndarray, correct_b: np.ndarray, *, n_b
     both methods' outcomes on it.
 
     Args:
-        correct_a, correct_b: (S, N) booleans, whether each method got chip j right in seed s.
+        correct_a: (S, N) booleans, whether method a got chip j right in seed s.
+        correct_b: (S, N) booleans, the same for method b.
         n_boot: number of replicates.
         seed: seed of the ``numpy.random.Generator``.
         resample_seeds: also resample seeds (else the S seeds are kept fixed).
@@ -201,7 +202,8 @@ def paired_bootstrap_ci(correct_a: np.ndarray, correct_b: np.ndarray, *, n_boot:
     """Percentile bootstrap CI of ΔOA (fractions) from :func:`paired_bootstrap_deltas`.
 
     Args:
-        correct_a, correct_b: (S, N) booleans per (seed, chip); a is the method, b the baseline.
+        correct_a: (S, N) booleans per (seed, chip) of the method.
+        correct_b: (S, N) booleans per (seed, chip) of the baseline.
         n_boot: number of replicates.
         seed: seed of the ``numpy.random.Generator``.
         level: coverage of the interval.
@@ -226,7 +228,8 @@ def mcnemar_test(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, floa
     Edwards 1948). Pooling over seeds treats every (seed, chip) pair as independent.
 
     Args:
-        correct_a, correct_b: booleans of one shape, e.g. (S, N).
+        correct_a: booleans, e.g. (S, N), of method a.
+        correct_b: booleans of the same shape, of method b.
 
     Returns:
         ``{"n_gain": b, "n_loss": c, "statistic", "p", "method": "exact" | "chi2"}``.
@@ -259,7 +262,8 @@ def sign_flip_test(correct_a: np.ndarray, correct_b: np.ndarray, *, n_perm: int 
     the exact version is McNemar's exact test.
 
     Args:
-        correct_a, correct_b: (S, N) booleans per (seed, chip).
+        correct_a: (S, N) booleans per (seed, chip) of method a.
+        correct_b: (S, N) booleans per (seed, chip) of method b.
         n_perm: random sign patterns when enumeration is too large.
         seed: seed of the ``numpy.random.Generator``.
 

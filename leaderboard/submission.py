@@ -65,7 +65,11 @@ def pack(results_dir: Path, *, out: Path, name: str, affiliation: str, code_url:
         results_dir: Folder of RunResult JSON files, all of one (method label, teacher arch,
             student arch, dataset fingerprint), at least three seeds.
         out: The bundle file to write (atomically).
-        name, affiliation, code_url, paper_url, licence: the ``submitter`` block (URLs https://).
+        name: the submitter's name (the ``submitter`` block).
+        affiliation: the submitter's affiliation.
+        code_url: https:// URL of the code that produced the runs.
+        paper_url: https:// URL of the paper, if any.
+        licence: licence of the submitted results, e.g. CC-BY-4.0.
         submission_id: The bundle's id; default ``<label>-<teacher>-<student>-<fingerprint[:8]>``.
 
     Returns:

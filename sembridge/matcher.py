@@ -104,12 +104,14 @@ def pseudo_rgb(ms: ModalityData, rgb: ModalityData, split: str, idx: Tensor, *, 
     matching time. (A first-and-second-moment match; band response and GSD differences remain.)
 
     Args:
-        ms, rgb: the MS and RGB modalities (rgb must have 3 channels).
+        ms: the MS modality.
+        rgb: the RGB modality (3 channels).
         split: which MS split to read.
         idx: (B,) rows of that split.
         px: output side length (resized as `ModalityData.batch` does).
         ms_band_index: positions of the R, G, B bands in the MS band list (from the manifest).
-        generator, augment: as in `ModalityData.batch` (one flip/rotation per chip).
+        generator: as in `ModalityData.batch`.
+        augment: as in `ModalityData.batch` (one flip/rotation per chip).
 
     Returns:
         (B, 3, px, px) float32.

@@ -55,7 +55,9 @@ def rematch_epochs(total_epochs: int, *, e0: int, delta: int, mu: float, referen
 
     Args:
         total_epochs: epochs of the student run.
-        e0, delta, mu: e_0, Δe, e_μ of the formula (see `OFFICIAL_CURRICULA`).
+        e0: e_0 of the formula (see `OFFICIAL_CURRICULA`).
+        delta: Δe of the formula.
+        mu: e_μ of the formula.
         reference_epochs: run length the parameters were set for, or None to use them as they are.
         max_rematches: keep at most this many e_t (the authors' configs stop at 4-5), None for all.
 

@@ -1,4 +1,4 @@
-"""The dataset commands: `inspect` and `import-paper`."""
+"""The dataset commands: `inspect`, `import-paper` and `export`."""
 
 from __future__ import annotations
 
@@ -58,3 +58,56 @@ def import_paper_cmd(layout, src, out, seed) -> None:
     from ackd_bench.benchmark.dataset.import_paper import import_paper
 
     click.echo(summarize(load_dataset(import_paper(layout, src, out, seed=seed))))
+
+
+@click.command("export")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--stac", "stac_dir", type=click.Path(path_type=Path),
+              help="Write a self-contained STAC catalog (chips as labelled GeoTIFF items) into this new folder.")
+@click.option("--croissant", "croissant_file", type=click.Path(path_type=Path),
+              help="Write Croissant metadata to this .json file (its records table goes beside it).")
+@click.option("--license", "license_id", default="other", show_default=True,
+              help="SPDX id of the data licence written into both (e.g. CC-BY-4.0).")
+@click.option("--force", is_flag=True, help="Replace an earlier export at the same place.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@friendly_errors
+def export_cmd(dataset: Path, stac_dir: Path | None, croissant_file: Path | None, license_id: str,
+               force: bool, quiet: bool) -> None:
+    """Publish a built dataset as a STAC catalog and/or Croissant metadata.
+
+    The dataset is verified first; each output appears complete or not at all. With both options,
+    put the Croissant file in the STAC folder (or above it): its records then name each chip's
+    GeoTIFF. Check the results with stac-validator and mlcroissant (docs/commands/export.md).
+
+    \b
+    Example:
+      ackd-bench export data/demo --stac publish/demo --croissant publish/demo/croissant.json
+      ackd-bench export data/demo --croissant publish/croissant.json --license CC-BY-4.0
+    """
+    from ackd_bench.benchmark.dataset import load_dataset
+    from ackd_bench.benchmark.dataset.export import (
+        ExportError,
+        check_croissant_target,
+        export_croissant,
+        export_stac,
+    )
+
+    if stac_dir is None and croissant_file is None:
+        raise ExportError("nothing to export: give --stac FOLDER, --croissant FILE or both")
+    ds = load_dataset(dataset)
+    if stac_dir is not None and croissant_file is not None:
+        stac_dir, croissant_file = stac_dir.absolute(), croissant_file.absolute()
+        if croissant_file.parent == stac_dir:  # one folder, written in one atomic step
+            export_stac(ds, stac_dir, croissant=croissant_file.name, license=license_id, force=force,
+                        progress=not quiet)
+            click.echo(f"wrote {stac_dir / 'collection.json'} and {croissant_file}")
+            return
+        if not stac_dir.is_relative_to(croissant_file.parent):
+            raise ExportError(f"put the Croissant file in {stac_dir} or above it, so that its records can name "
+                              f"the chips by relative path (got {croissant_file})")
+        check_croissant_target(croissant_file, ds.root, force)  # before the catalog is written
+    if stac_dir is not None:
+        export_stac(ds, stac_dir, license=license_id, force=force, progress=not quiet)
+        click.echo(f"wrote {stac_dir.absolute() / 'collection.json'}")
+    if croissant_file is not None:
+        click.echo(f"wrote {export_croissant(ds, croissant_file, stac_dir=stac_dir, license=license_id, force=force)}")

@@ -49,7 +49,8 @@ class ChipDataset(TorchDataset):
         dataset: the opened dataset (`benchmark.dataset.load_dataset`).
         modality: ``"ms"`` or ``"rgb"``.
         split: ``"train"``, ``"val"`` or ``"test"``.
-        mean, std: per-band statistics to standardise with (None: raw digital numbers).
+        mean: per-band means to standardise with (None: raw digital numbers).
+        std: per-band standard deviations to standardise with (None: raw digital numbers).
         transforms: a callable applied to every sample dict (after normalisation), as in torchgeo.
 
     Attributes:
