@@ -94,3 +94,14 @@ def parse_options(pairs: tuple[str, ...]) -> dict:
             options[key] = value
     return options
 
+
+
+def echo_or_write(text: str, out) -> None:
+    """Print ``text``, or write it atomically to ``out`` (a path) and say so."""
+    if out is None:
+        click.echo(text)
+        return
+    from ackd_bench.benchmark.dataset.files import atomic_write_text
+
+    atomic_write_text(out, text)
+    click.echo(f"wrote {out}")

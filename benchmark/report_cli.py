@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ackd_bench.benchmark.clikit import friendly_errors
+from ackd_bench.benchmark.clikit import echo_or_write, friendly_errors
 
 
 @click.command("table")
@@ -53,13 +53,7 @@ def table_cmd(paths, fmt, metric, out, plot, datasets) -> None:
     except ValueError as err:  # an unknown metric
         raise click.ClickException(str(err)) from err
     text = render_table(rows, fmt)
-    if out:
-        from ackd_bench.benchmark.dataset.files import atomic_write_text
-
-        atomic_write_text(out, text)
-        click.echo(f"wrote {out}")
-    else:
-        click.echo(text)
+    echo_or_write(text, out)
     if plot:
         click.echo(f"wrote {plot_table(rows, plot)}")
 
@@ -113,10 +107,4 @@ def compare_cmd(paths, baseline, dataset, test_name, fmt, out, n_boot, seed) -> 
     rows = compare(results, baseline, labels=labels, fingerprint=fingerprint, recipe=recipe, test=test_name,
                    n_boot=n_boot, seed=seed)
     text = render_comparison(rows, fmt)
-    if out:
-        from ackd_bench.benchmark.dataset.files import atomic_write_text
-
-        atomic_write_text(out, text)
-        click.echo(f"wrote {out}")
-    else:
-        click.echo(text)
+    echo_or_write(text, out)
