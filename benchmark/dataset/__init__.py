@@ -18,18 +18,6 @@ The submodules hold the parts: ``schema`` (the format's rules and fingerprints),
 
 from __future__ import annotations
 
-from ackd_bench.benchmark.dataset.schema import MODALITIES, SCHEMA_VERSION, SPLITS
-from ackd_bench.benchmark.dataset.store import (
-    Dataset,
-    is_complete_dataset,
-    label_sets,
-    latent_arrays,
-    load_dataset,
-    summarize,
-    verify_dataset,
-    write_dataset,
-)
-
 __all__ = [
     "MODALITIES",
     "SCHEMA_VERSION",
@@ -49,9 +37,21 @@ __all__ = [
     "write_dataset",
 ]
 
-# Imported on first use: ``load`` brings torch, the others their own dependencies, and the CLI
-# imports this package for every command.
+# Everything is imported on first use: the reading and writing side brings geopandas, ``load``
+# brings torch, the exporters their own dependencies; the CLI imports this package for every command,
+# and the training code (which runs on GPU machines without the geo stack) only its ``files`` module.
 _LAZY = {
+    "MODALITIES": "schema",
+    "SCHEMA_VERSION": "schema",
+    "SPLITS": "schema",
+    "Dataset": "store",
+    "is_complete_dataset": "store",
+    "label_sets": "store",
+    "latent_arrays": "store",
+    "load_dataset": "store",
+    "summarize": "store",
+    "verify_dataset": "store",
+    "write_dataset": "store",
     "load": "torchdata",
     "Benchmark": "torchdata",
     "ChipDataset": "torchdata",
@@ -69,3 +69,7 @@ def __getattr__(name: str):
         module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
         return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
