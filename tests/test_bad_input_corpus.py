@@ -1,6 +1,6 @@
 """The bad-input corpus: every command, handed what a careless or hostile user hands it.
 
-Each case asserts what the README's "What bad input gets" table promises: a non-zero exit (1 for
+Each case asserts what the "What bad input gets" table of docs/errors.md promises: a non-zero exit (1 for
 bad files and state, 2 for bad command-line usage), exactly one ``Error:`` line on stderr that
 matches the case's message, no traceback, and nothing written or changed anywhere in the case's
 workspace (the shared fixtures are hashed before and after every case). A case that hangs is

@@ -336,7 +336,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(case, expected, tiny, tmp_path
 
 
 def test_a_failure_midway_leaves_no_trace(tiny, tmp_path, monkeypatch):
-    from ackd_bench.benchmark.dataset import export as export_module
+    from ackd_bench.benchmark.dataset.export import stac as export_module
 
     calls = []
     real = export_module._chip_item

@@ -1,27 +1,11 @@
-"""Publish a built dataset: a self-contained STAC catalog of labelled GeoTIFF chips, and Croissant metadata.
-
-``export_stac`` writes STAC 1.1 (layout in ``docs/commands/export.md``): ``OUT/collection.json`` (the
-dataset; its card is the description; the manifest, sample table and card are its assets), one child
-collection per modality (``OUT/ms``, ``OUT/rgb``), one catalog per split below it, and one item per
-chip (``OUT/<modality>/<split>/<id>/<id>.json``) with the chip as a georeferenced GeoTIFF and its
-class and split as a one-feature GeoJSON (label extension), linked to the scene it was cut from.
-
-``export_croissant`` writes Croissant 1.0 JSON-LD and, beside it, ``<stem>.records.csv`` (one row per
-chip), which its ``samples`` record set reads through a relative ``contentUrl``: the two files move
-together. A Croissant file in (or above) a STAC export also names each chip's GeoTIFF.
-Every output is staged and renamed into place, so a failed export leaves nothing behind.
-"""
+"""A self-contained STAC 1.1 catalog of labelled, georeferenced GeoTIFF chips (written with pystac)."""
 
 from __future__ import annotations
 
-import csv
-import dataclasses
 import datetime as dt
 import hashlib
-import io
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -29,21 +13,27 @@ from urllib.parse import quote, urlsplit
 
 import numpy as np
 
-from ackd_bench.benchmark.dataset.files import fsync_dir, parse_checksums
+from ackd_bench.benchmark.dataset.export.common import (
+    CARD_FILE,
+    FINGERPRINT_FIELD,
+    GEOJSON,
+    GEOTIFF,
+    ExportError,
+    card_description,
+    check_license,
+    chip_name,
+    chip_path,
+    export_fingerprint,
+)
+from ackd_bench.benchmark.dataset.export.croissant import check_croissant_target, write_croissant
+from ackd_bench.benchmark.dataset.files import parse_checksums
 from ackd_bench.benchmark.dataset.schema import CHECKSUMS_FILE, MANIFEST_FILE, MODALITIES, SAMPLES_FILE, SPLITS
-from ackd_bench.benchmark.dataset.store import Dataset, load_dataset, summarize
+from ackd_bench.benchmark.dataset.store import Dataset, load_dataset
 from ackd_bench.benchmark.dataset.write import clean_stale_staging, swap_into_place
-from ackd_bench.benchmark.errors import AckdBenchError
 
-__all__ = ["ExportError", "check_croissant_target", "chip_name", "chip_path", "export_croissant", "export_stac",
-           "records_path"]
+__all__ = ["export_stac"]
 
-CARD_FILE = "card.md"
-#: Longer cards are cut at a section boundary in the STAC description; the full card is an asset.
-MAX_DESCRIPTION_CHARS = 50_000
-#: Marks a folder as an ackd-bench STAC export, so ``force`` may replace it (and nothing else).
-FINGERPRINT_FIELD = "ackd:fingerprint"
-GEOTIFF, GEOJSON, PARQUET = "image/tiff; application=geotiff", "application/geo+json", "application/vnd.apache.parquet"
+PARQUET = "application/vnd.apache.parquet"
 #: eo:common_name and centre wavelength (µm) of the band names the presets use.
 BAND_INFO: dict[str, tuple[str, float | None]] = {
     "B01": ("coastal", 0.443), "B02": ("blue", 0.49), "B03": ("green", 0.56), "B04": ("red", 0.665),
@@ -51,31 +41,6 @@ BAND_INFO: dict[str, tuple[str, float | None]] = {
     "B8A": ("nir08", 0.865), "B09": ("nir09", 0.945), "B11": ("swir16", 1.61), "B12": ("swir22", 2.19),
     "R": ("red", None), "G": ("green", None), "B": ("blue", None), "N": ("nir", None),
 }
-
-
-class ExportError(AckdBenchError):
-    """An export target or option is unusable; nothing was written."""
-
-
-def chip_name(sample_id: str) -> str:
-    """The file-system name of a chip in an export: its ``sample_id`` when that is a safe file name
-    (letters, digits, ``_ . -``), else a safe spelling of it plus a hash of the id, so names stay unique."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", sample_id).lstrip(".")
-    if safe == sample_id:
-        return safe
-    return f"{safe or 'chip'}-{hashlib.sha256(sample_id.encode('utf-8')).hexdigest()[:12]}"
-
-
-def chip_path(row: Any) -> str:
-    """POSIX path of a sample's GeoTIFF inside a STAC export: ``<modality>/<split>/<name>/<name>.tif``
-    (``name`` from :func:`chip_name`; the item JSON and label GeoJSON sit beside it)."""
-    name = chip_name(row.sample_id)
-    return f"{row.modality}/{row.split}/{name}/{name}.tif"
-
-
-def records_path(croissant_file: Path) -> Path:
-    """The records table of a Croissant file: ``<stem>.records.csv`` beside it."""
-    return Path(croissant_file).with_name(f"{Path(croissant_file).stem}.records.csv")
 
 
 def export_stac(dataset: Path | Dataset, out: Path, *, croissant: str | None = None, license: str = "other",
@@ -101,7 +66,7 @@ def export_stac(dataset: Path | Dataset, out: Path, *, croissant: str | None = N
         DatasetNotFoundError, DatasetCorruptError: ``dataset`` is missing or damaged.
     """
     out = Path(out).absolute()
-    _check_license(license)
+    check_license(license)
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
     _check_stac_target(out, ds.root, force)
     if croissant is not None:
@@ -116,85 +81,13 @@ def export_stac(dataset: Path | Dataset, out: Path, *, croissant: str | None = N
     try:
         _build_catalog(ds, staging, license=license, progress=progress)
         if croissant is not None:
-            _write_croissant(ds, staging / croissant, chips="", license=license)
+            write_croissant(ds, staging / croissant, chips="", license=license)
         _check_stac_target(out, ds.root, force)
         swap_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
-
-
-def export_croissant(dataset: Path | Dataset, file: Path, *, stac_dir: Path | None = None, license: str = "other",
-                     force: bool = False) -> Path:
-    """Write Croissant 1.0 metadata to ``file`` and its records table beside it (``records_path``).
-
-    Args:
-        dataset: A dataset directory (verified first) or a loaded dataset.
-        file: The Croissant JSON-LD file to write (``*.json``).
-        stac_dir: A STAC export of the same dataset at or below ``file``'s folder: each record then
-            names its chip's GeoTIFF by relative path, and a ``chips`` file set lists them.
-        license: SPDX identifier of the data licence, or ``other``.
-        force: Overwrite an existing ``file`` and records table.
-
-    Returns:
-        ``file``.
-
-    Raises:
-        ExportError: mlcroissant is missing, a target exists (without ``force``), or ``stac_dir``
-            is not below ``file``'s folder or not an export of this dataset.
-    """
-    file = Path(file).absolute()
-    _check_license(license)
-    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
-    check_croissant_target(file, ds.root, force)
-    chips = None
-    if stac_dir is not None:
-        stac_dir = Path(stac_dir).absolute()
-        if not stac_dir.is_relative_to(file.parent):
-            raise ExportError(f"put the Croissant file in {stac_dir} or above it, so that its records can "
-                              f"name the chips by relative path (got {file})")
-        if _export_fingerprint(stac_dir) != ds.fingerprint:
-            raise ExportError(f"{stac_dir} is not a STAC export of {ds.root}; run `ackd-bench export "
-                              f"{ds.root} --stac {stac_dir}` first")
-        chips = stac_dir.relative_to(file.parent).as_posix()
-        chips = "" if chips == "." else chips
-    file.parent.mkdir(parents=True, exist_ok=True)
-    _write_croissant(ds, file, chips=chips, license=license)
-    return file
-
-
-def check_croissant_target(file: Path, dataset_root: Path, force: bool) -> None:
-    """Raise ExportError unless ``file`` (and its records table) may be written and mlcroissant is installed."""
-    import importlib.util
-
-    if importlib.util.find_spec("mlcroissant") is None:
-        raise ExportError("Croissant export needs mlcroissant; install it with `pip install 'ackd-bench[croissant]'`")
-    file = Path(file).absolute()
-    if file.suffix != ".json":
-        raise ExportError(f"the Croissant file must end in .json (got {file.name})")
-    if file.parent.resolve().is_relative_to(Path(dataset_root).resolve()):
-        raise ExportError(f"{file} is inside the dataset {dataset_root}; write it somewhere else")
-    for target in (file, records_path(file)):
-        if target.is_symlink() or (target.exists() and not target.is_file()):
-            raise ExportError(f"{target} exists and is not a regular file; choose another --croissant file")
-        if target.exists() and not force:
-            raise ExportError(f"{target} already exists; pass --force to overwrite it")
-
-
-def _check_license(license: str) -> None:
-    # STAC's licence field takes an SPDX identifier (or "other"): word characters, "-", ".", "+".
-    if not re.fullmatch(r"[\w\-.+]+", license):
-        raise ExportError(f"--license takes an SPDX identifier such as CC-BY-4.0, or other (got {license!r})")
-
-
-def _export_fingerprint(folder: Path) -> str | None:
-    """The dataset fingerprint an ackd-bench STAC export in ``folder`` records, else None."""
-    try:
-        value = json.loads((folder / "collection.json").read_text(encoding="utf-8")).get(FINGERPRINT_FIELD)
-    except (OSError, ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) else None
 
 
 def _check_stac_target(out: Path, dataset_root: Path, force: bool) -> None:
@@ -206,25 +99,11 @@ def _check_stac_target(out: Path, dataset_root: Path, force: bool) -> None:
         return
     if not out.is_dir():
         raise ExportError(f"{out} exists and is not a folder; choose another --stac folder")
-    if _export_fingerprint(out) is None:
+    if export_fingerprint(out) is None:
         raise ExportError(f"{out} is a non-empty folder that is not an ackd-bench STAC export (nothing was "
                           "touched); choose a new or empty --stac folder")
     if not force:
         raise ExportError(f"{out} already holds a STAC export; pass --force to replace it")
-
-
-def _description(ds: Dataset) -> str:
-    """The dataset card (CommonMark), cut at a section boundary past ``MAX_DESCRIPTION_CHARS``;
-    a dataset without a card gets its ``inspect`` summary."""
-    card = ds.root / CARD_FILE
-    if not card.is_file():  # the summary names the dataset by name, not by this machine's path
-        summary = summarize(dataclasses.replace(ds, root=Path(ds.manifest["name"])))
-        return f"ackd-bench dataset {ds.manifest['name']} {ds.manifest['version']}.\n\n```\n{summary}\n```\n"
-    text = card.read_text(encoding="utf-8")
-    if len(text) <= MAX_DESCRIPTION_CHARS:
-        return text
-    cut = text.rfind("\n## ", 0, MAX_DESCRIPTION_CHARS)
-    return text[: cut if cut > 0 else MAX_DESCRIPTION_CHARS] + "\n\n(The full card is the `card` asset.)\n"
 
 
 def _api_url(provenance: dict[str, Any]) -> str | None:
@@ -254,99 +133,6 @@ def _source_links(row: Any, provenance: dict[str, Any]) -> list[tuple[str, str, 
             links.append(("via", Path(href).as_uri(), GEOTIFF))
     return links
 
-
-# --- Croissant -----------------------------------------------------------------------------------
-
-# Records table columns: (name, Croissant data type, description). ``labels`` (multi-label datasets)
-# and ``chip`` (next to a STAC export) are added when they apply.
-RECORD_COLUMNS = [
-    ("sample_id", "TEXT", "Unique chip id (also the STAC item id)."),
-    ("modality", "TEXT", "Sensor modality: ms or rgb."),
-    ("split", "TEXT", "Spatial-block split: train, val or test."),
-    ("label", "INTEGER", "Class id, an index into the taxonomy (see label_name)."),
-    ("label_name", "TEXT", "Class name of label."),
-    ("labels", "TEXT", "Multi-label chips: every class name present, space-separated."),
-    ("datetime", "TEXT", "Acquisition time of the source scene (ISO 8601, UTC)."),
-    ("crs", "TEXT", "Native CRS of the chip's pixel grid."),
-    ("west", "FLOAT", "Footprint bounds: west longitude (EPSG:4326)."),
-    ("south", "FLOAT", "Footprint bounds: south latitude (EPSG:4326)."),
-    ("east", "FLOAT", "Footprint bounds: east longitude (EPSG:4326)."),
-    ("north", "FLOAT", "Footprint bounds: north latitude (EPSG:4326)."),
-    ("lon", "FLOAT", "Footprint centroid longitude (EPSG:4326)."),
-    ("lat", "FLOAT", "Footprint centroid latitude (EPSG:4326)."),
-    ("footprint", "TEXT", "Chip footprint polygon as WKT (EPSG:4326)."),
-    ("source_item", "TEXT", "STAC item id of the source scene."),
-    ("source_collection", "TEXT", "STAC collection of the source scene."),
-    ("array_file", "TEXT", "The dataset's N x C x H x W array that holds the chip (ms.npy or rgb.npy)."),
-    ("array_index", "INTEGER", "Row of the chip in array_file."),
-    ("chip", "TEXT", "The chip as a georeferenced GeoTIFF (path relative to this file)."),
-]
-
-
-def _records_csv(ds: Dataset, columns: list[str], chips: str | None) -> bytes:
-    """The records table: one row per chip, ordered by modality, then array index."""
-    order = ds.samples["modality"].map({m: i for i, m in enumerate(MODALITIES)})
-    rows = ds.samples.iloc[np.lexsort((ds.samples["array_index"].to_numpy(), order.to_numpy()))]
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows.itertuples(index=False):
-        west, south, east, north = row.geometry.bounds
-        centre = row.geometry.centroid
-        labels = json.loads(row.labels) if getattr(row, "labels", "") else []
-        value = {"labels": " ".join(ds.classes[k] for k in labels), "west": west, "south": south, "east": east,
-                 "north": north, "lon": centre.x, "lat": centre.y, "footprint": row.geometry.wkt,
-                 "source_item": row.item_id, "source_collection": row.collection,
-                 "array_file": f"{row.modality}.npy", "chip": f"{chips}/{chip_path(row)}".lstrip("/")}
-        writer.writerow([value[c] if c in value else getattr(row, c) for c in columns])
-    return buf.getvalue().encode("utf-8")
-
-
-def _write_croissant(ds: Dataset, file: Path, *, chips: str | None, license: str) -> None:
-    """Write the records table and ``file`` (Croissant JSON-LD): both staged, then renamed."""
-    import mlcroissant as mlc
-
-    skip = {"labels"} - set(ds.samples.columns) | (set() if chips is not None else {"chip"})
-    columns = [c for c in RECORD_COLUMNS if c[0] not in skip]
-    table = _records_csv(ds, [c[0] for c in columns], chips)
-    records = records_path(file).name
-    fields = [mlc.Field(id=f"samples/{name}", name=name, description=text, data_types=[getattr(mlc.DataType, kind)],
-                        source=mlc.Source(file_object=records, extract=mlc.Extract(column=name)))
-              for name, kind, text in columns]
-    distribution: list[Any] = [mlc.FileObject(
-        id=records, name=records, description="One row per chip.", content_url=records,
-        encoding_formats=["text/csv"], sha256=hashlib.sha256(table).hexdigest())]
-    if chips is not None:
-        distribution.append(mlc.FileSet(
-            id="chips", name="chips", description="Every chip as a georeferenced GeoTIFF (the chip field).",
-            includes=[f"{chips}/*/*/*/*.tif".lstrip("/")], encoding_formats=["image/tiff"]))
-    m = ds.manifest
-    metadata = mlc.Metadata(
-        name=m["name"], description=_description(ds), version=m["version"], license=[license],
-        cite_as=f"{m['name']} {m['version']} (ackd-bench dataset, fingerprint sha256:{ds.fingerprint})",
-        date_published=dt.datetime.now(dt.timezone.utc).replace(microsecond=0),
-        keywords=["remote sensing", "cross-modal knowledge distillation", *MODALITIES], distribution=distribution,
-        record_sets=[mlc.RecordSet(id="samples", name="samples", description="One record per chip.",
-                                   key=["samples/sample_id"], fields=fields)])
-    document = (json.dumps(metadata.to_json(), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-    staged = []
-    try:
-        for target, data in ((file.with_name(records), table), (file, document)):
-            tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-            staged.append((tmp, target))
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        for tmp, target in staged:  # the table first: the metadata's presence marks a complete pair
-            os.replace(tmp, target)
-        fsync_dir(file.parent)
-    finally:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-
-
-# --- STAC ----------------------------------------------------------------------------------------
 
 def _file_fields(data: bytes | None = None, *, sha256: str = "", size: int = 0) -> dict[str, Any]:
     """File-extension fields: ``file:checksum`` is a sha2-256 multihash (code 0x12, 32 bytes) in hex."""
@@ -379,7 +165,7 @@ def _build_catalog(ds: Dataset, root_dir: Path, *, license: str, progress: bool)
     layout = CustomLayoutStrategy(item_func=lambda item, parent: "{0}/{1}/{1}.json".format(parent, chip_name(item.id)))
     extra = {FINGERPRINT_FIELD: ds.fingerprint, "ackd:version": m["version"], "ackd:consistency": m["consistency"],
              **({"ackd:recipe_fingerprint": m["recipe_fingerprint"]} if "recipe_fingerprint" in m else {})}
-    root = _collection(ds, m["name"], f"{m['name']} {m['version']}", _description(ds), samples, license, extra)
+    root = _collection(ds, m["name"], f"{m['name']} {m['version']}", card_description(ds), samples, license, extra)
     root.set_self_href(str(root_dir / "collection.json"))
     _add_metadata_assets(ds, root, root_dir)
     api = _api_url(m["provenance"])
