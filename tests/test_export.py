@@ -223,6 +223,27 @@ def test_api_scenes_are_linked_and_multilabel_chips_listed(api_multilabel, tmp_p
         {f"{API}/collections/sentinel-2-l2a", f"{API}/collections/naip"}
 
 
+def test_links_out_of_the_catalog_are_written_without_searching_it(api_multilabel, tmp_path, monkeypatch):
+    """pystac walks the whole tree to place each absolute href of a self-contained catalog (pystac
+    issue 1207): quadratic in the chips, hours for the 13k-chip demo. Links to source scenes never
+    point into the catalog, so the export must not ask; what it writes must not change for it."""
+    import pystac
+
+    searches = []
+    real = pystac.STACObject.target_in_hierarchy
+
+    def counting(self, target):
+        searches.append(target)
+        return real(self, target)
+
+    monkeypatch.setattr(pystac.STACObject, "target_in_hierarchy", counting)
+    out = export_stac(api_multilabel, tmp_path / "pub")
+    assert searches == []
+    outward = [link for path in stac_files(out) for link in json.loads(path.read_text())["links"]
+               if link["rel"] in ("derived_from", "source", "via")]
+    assert outward and all(link["href"].startswith(f"{API}/collections/") for link in outward)
+
+
 def test_croissant_records_are_the_sample_table(published, tiny, offline):
     records = read_records(published / "croissant.json")
     samples = gpd.read_parquet(tiny / "samples.parquet").set_index("sample_id")
