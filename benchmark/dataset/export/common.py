@@ -65,7 +65,6 @@ def export_fingerprint(folder: Path) -> str | None:
     return value if isinstance(value, str) else None
 
 
-
 def card_description(ds: Dataset) -> str:
     """The dataset card (CommonMark), cut at a section boundary past ``MAX_DESCRIPTION_CHARS``;
     a dataset without a card gets its ``inspect`` summary."""

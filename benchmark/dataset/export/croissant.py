@@ -27,6 +27,7 @@ from ackd_bench.benchmark.dataset.store import Dataset, load_dataset
 
 __all__ = ["check_croissant_target", "export_croissant", "write_croissant"]
 
+
 def export_croissant(dataset: Path | Dataset, file: Path, *, stac_dir: Path | None = None, license: str = "other",
                      force: bool = False) -> Path:
     """Write Croissant 1.0 metadata to ``file`` and its records table beside it (``records_path``).

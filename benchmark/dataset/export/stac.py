@@ -144,7 +144,8 @@ def _external_link_class() -> type:
 
         For an absolute href in a self-contained catalog, pystac checks whether the target lies in
         the catalog by walking the whole tree, once per link on every save: quadratic in the number
-        of items (pystac issue 1207; 13k chips took hours). These targets never lie in the catalog.
+        of items (pystac issue 1207: the 12,960-chip demo had not finished after 17 minutes; it takes
+        46 s without the walk). These targets never lie in the catalog.
         """
 
         def get_href(self, transform_href: bool = True) -> str | None:
@@ -194,7 +195,7 @@ def _build_catalog(ds: Dataset, root_dir: Path, *, license: str, progress: bool)
     api = _api_url(m["provenance"])
     for source in dict.fromkeys(spec["collection"] for spec in m["modalities"].values()) if api else ():
         root.add_link(_external_link("derived_from", f"{api}/collections/{quote(source, safe='')}",
-                                  media_type="application/json", title=f"source collection {source}"))
+                                     media_type="application/json", title=f"source collection {source}"))
     with tqdm(total=len(samples), disable=not progress, unit="chip", desc="STAC items") as bar:
         for modality in MODALITIES:
             rows = samples[samples["modality"] == modality]
